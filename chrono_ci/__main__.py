@@ -1,0 +1,3 @@
+from chrono_ci.cli import main
+
+main()

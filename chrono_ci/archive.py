@@ -1,0 +1,161 @@
+"""Archive names and the metadata manifest (backup_metadata.json).
+
+The manifest is changed only under an exclusive lock and replaced atomically (temp file, fsync, rename), so two
+runs on one folder cannot corrupt it. A damaged manifest is reported, never overwritten, and nothing is ever
+deleted on its word.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chrono_ci.errors import StorageError
+from chrono_ci.storage.local import ensure_private_dir
+
+MANIFEST_NAME = "backup_metadata.json"
+LOCK_NAME = ".backup_metadata.lock"
+RESERVED_PREFIX = ".chrono-reserved-"
+KINDS = ("postgres", "supabase")
+SERIES_WORD = {"backup": "backup", "safety": "safety_backup"}
+
+ARCHIVE_NAME = re.compile(
+    r"^(?P<kind>postgres|supabase)_(?P<series>backup|safety_backup)_"
+    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<seq>\d+))?"
+    r"(?P<ext>\.sql(?:\.zst|\.gz)?)(?P<enc>\.age)?$"
+)
+
+
+@dataclass(frozen=True)
+class ArchiveName:
+    kind: str
+    series: str  # "backup" | "safety"
+    stamp: datetime
+    seq: int
+    compression: str
+
+    @staticmethod
+    def parse(name: str) -> ArchiveName | None:
+        match = ARCHIVE_NAME.match(name)
+        if not match:
+            return None
+        ext = match["ext"]
+        compression = "zstd" if ext.endswith(".zst") else "gzip" if ext.endswith(".gz") else "none"
+        stamp = datetime.strptime(match["stamp"], "%Y-%m-%d_%H-%M-%S").replace(tzinfo=UTC)
+        series = "safety" if match["series"] == "safety_backup" else "backup"
+        return ArchiveName(match["kind"], series, stamp, int(match["seq"] or 1), compression)
+
+
+def archive_name(kind: str, series: str, moment: datetime, extension: str, seq: int = 1) -> str:
+    stamp = moment.astimezone(UTC).strftime("%Y-%m-%d_%H-%M-%S")
+    suffix = f"_{seq}" if seq > 1 else ""
+    return f"{kind}_{SERIES_WORD[series]}_{stamp}{suffix}{extension}"
+
+
+def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime, extension: str) -> tuple[str, Path]:
+    """A name nobody else holds: two backups in the same second, even from two processes, get different names.
+
+    The claim is a hidden marker file created with O_EXCL; it does not look like an archive, so a crash leaves
+    nothing that could pass for a backup. The caller removes the marker once the archive is in place.
+    """
+    ensure_private_dir(folder)
+    for seq in range(1, 10_000):
+        name = archive_name(kind, series, moment, extension, seq)
+        if (folder / name).exists():
+            continue
+        marker = folder / f"{RESERVED_PREFIX}{name}"
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot write in the backup folder {folder}: {exc.strerror}.",
+                hint="Check the folder's owner and mode, or set BACKUP_DIR to a folder you can write to.",
+            ) from exc
+        os.close(fd)
+        if (folder / name).exists():  # made by another process between our two checks
+            marker.unlink(missing_ok=True)
+            continue
+        return name, marker
+    raise StorageError(f"No free archive name left in {folder} for {moment:%Y-%m-%d %H:%M:%S}.")
+
+
+class Manifest:
+    """backup_metadata.json: {"backups": [entry, ...]}, one entry per archive."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / MANIFEST_NAME
+
+    def read(self) -> list[dict[str, Any]]:
+        """The entries; [] when there is no manifest yet. Raises StorageError when it is damaged."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"Cannot read {self.path}: {exc.strerror}.", hint="Check its permissions.") from exc
+        return _parse_manifest(text, self.path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[list[dict[str, Any]]]:
+        """Hold the folder's manifest lock; the list yielded is written back atomically if it was changed."""
+        ensure_private_dir(self.folder)
+        lock_fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            entries = self.read()
+            before = json.dumps(entries, sort_keys=True)
+            yield entries
+            if json.dumps(entries, sort_keys=True) != before:
+                self._write(entries)
+        finally:
+            os.close(lock_fd)
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        temp = self.folder / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
+        data = json.dumps({"backups": entries}, indent=2, ensure_ascii=False) + "\n"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StorageError(
+                    f"The disk holding {self.folder} is full: {MANIFEST_NAME} could not be updated.",
+                    hint="Free space and run again; the previous metadata is intact.",
+                ) from exc
+            raise StorageError(f"Cannot update {self.path}: {exc.strerror}.", hint="Check the folder.") from exc
+
+
+def _parse_manifest(text: str, path: Path) -> list[dict[str, Any]]:
+    hint = (
+        "chrono-ci never deletes archives on the word of a damaged metadata file, and will not overwrite it. "
+        f"Inspect it, or move it aside (mv {path} {path}.damaged): the next backup starts a new one, and "
+        "archives it does not list are never rotated away."
+    )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{path} is damaged: not valid JSON ({exc.msg} at line {exc.lineno}).", hint=hint) from None
+    if not isinstance(data, dict) or not isinstance(data.get("backups"), list):
+        raise StorageError(f'{path} is damaged: it does not hold {{"backups": [...]}}.', hint=hint)
+    entries: list[dict[str, Any]] = data["backups"]
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise StorageError(f"{path} is damaged: entry {index} has no file name.", hint=hint)
+    return entries

@@ -1,0 +1,329 @@
+"""The chrono-ci command: parse, resolve settings, call one function, print. Logic lives in the modules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from chrono_ci import __version__
+from chrono_ci.archive import Manifest
+from chrono_ci.backup import BackupResult, run_backup
+from chrono_ci.errors import ChronoError, ExitCode, Interrupted, ObjectNotFound
+from chrono_ci.report import Reporter, human_size
+from chrono_ci.settings import Settings, resolve_settings
+from chrono_ci.verify import IntegrityReport, check_archive
+
+app = typer.Typer(
+    name="chrono-ci",
+    help="Verified, streaming PostgreSQL and Supabase backups for CI: dump, prove, rotate, upload, restore.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+backup_app = typer.Typer(help="Make backups (the guide's backup:postgres, backup:supabase, backup:all, backup:test).")
+app.add_typer(backup_app, name="backup")
+
+
+class State:
+    json_mode = False
+    debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chrono-ci {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout; logs go to stderr.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback for unexpected errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    State.json_mode = json_output
+    State.debug = debug
+
+
+# Every option is a string here and is parsed by settings.py, so that an option and its environment variable
+# are validated by the same code and produce the same error.
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL URL without a password [env: DATABASE_URL].")
+]
+SupabaseUrl = Annotated[
+    str | None,
+    typer.Option("--supabase-db-url", help="Supabase URL without a password [env: SUPABASE_DB_URL]."),
+]
+BackupDir = Annotated[str | None, typer.Option("--backup-dir", help="Backup folder [env: BACKUP_DIR; ./backups].")]
+MaxBackups = Annotated[
+    str | None, typer.Option("--max-backups", help="Archives kept per database [env: MAX_BACKUPS; 30].")
+]
+Compress = Annotated[
+    str | None, typer.Option("--compress", help="true|false [env: COMPRESS_BACKUPS; true].", metavar="BOOL")
+]
+Compression = Annotated[
+    str | None, typer.Option("--compression", help="zstd|gzip|none [env: BACKUP_COMPRESSION; zstd].")
+]
+Level = Annotated[
+    str | None,
+    typer.Option("--compression-level", help="zstd 1-19, gzip 1-9 [env: BACKUP_COMPRESSION_LEVEL; 1 / 6]."),
+]
+Verify = Annotated[
+    str | None,
+    typer.Option("--verify", help="check|restore: check after each backup [env: BACKUP_VERIFY; check]."),
+]
+PgBinDir = Annotated[
+    str | None, typer.Option("--pg-bin-dir", help="Use only the pg_dump in this folder [env: PG_BIN_DIR].")
+]
+
+
+def _settings(**cli: str | None) -> Settings:
+    return resolve_settings(cli)
+
+
+def _reporter(settings: Settings | None = None) -> Reporter:
+    reporter = Reporter(json_mode=State.json_mode)
+    if settings is not None:
+        reporter.add_secrets(settings.secrets())
+    return reporter
+
+
+def _fail(error: ChronoError, reporter: Reporter) -> NoReturn:
+    reporter.error(error)
+    if State.json_mode:
+        reporter.emit_json(
+            {
+                "ok": False,
+                "error": {"message": error.message, "hint": error.hint, "exit_code": int(error.exit_code)},
+            }
+        )
+    raise typer.Exit(int(error.exit_code))
+
+
+def _guarded(action: Callable[[Reporter], int], settings_factory: Callable[[], Settings] | None = None) -> None:
+    """Run a command body: ChronoError -> message, hint and exit code; anything else -> a short bug report."""
+    reporter = _reporter()
+    try:
+        code = action(reporter)
+    except ChronoError as error:
+        _fail(error, reporter)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a bug: say so plainly, traceback only on request
+        if State.debug:
+            traceback.print_exc()
+        reporter.line(f"error: unexpected {type(exc).__name__}: {reporter.scrub(str(exc))}")
+        reporter.line("hint:  this is a bug in chrono-ci; run again with --debug and report the traceback.")
+        raise typer.Exit(int(ExitCode.FAILED)) from None
+    raise typer.Exit(code)
+
+
+def _settings_report(settings: Settings, reporter: Reporter) -> None:
+    reporter.info(f"backup folder: {settings.backup_dir.resolve()}")
+    level = f" level {settings.compression_level}" if settings.compression != "none" else ""
+    reporter.info(f"compression: {settings.compression}{level}")
+    reporter.info(f"rotation: newest {settings.max_backups} per database")
+    reporter.info(f"verification: {settings.verify}")
+
+
+def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | None]) -> None:
+    def body(reporter: Reporter) -> int:
+        settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
+        reporter.step(f"chrono-ci {__version__}: backup {' + '.join(kinds)}")
+        _settings_report(settings, reporter)
+        results: list[BackupResult] = []
+        failures: list[tuple[str, ChronoError]] = []
+        for kind in kinds:
+            if kind in optional and (settings.supabase if kind == "supabase" else settings.database) is None:
+                reporter.step(f"{kind}: skipped")
+                reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
+                continue
+            reporter.step(f"{kind} backup")
+            try:
+                results.append(run_backup(settings, kind, reporter))
+            except ChronoError as error:
+                if len(kinds) == 1:
+                    raise
+                reporter.fail(f"{kind} backup failed")
+                reporter.error(error)
+                failures.append((kind, error))
+        _summary(settings, results, failures, reporter)
+        if State.json_mode:
+            reporter.emit_json(
+                {
+                    "ok": not failures,
+                    "backups": [dict(r.entry, path=str(r.path)) for r in results],
+                    "removed": [d.archive.key for r in results for d in r.removed],
+                    "failed": [
+                        {"kind": k, "message": e.message, "hint": e.hint, "exit_code": int(e.exit_code)}
+                        for k, e in failures
+                    ],
+                }
+            )
+        return int(failures[0][1].exit_code) if failures else 0
+
+    _guarded(body)
+
+
+def _summary(
+    settings: Settings,
+    results: list[BackupResult],
+    failures: list[tuple[str, ChronoError]],
+    reporter: Reporter,
+) -> None:
+    reporter.step("summary")
+    for result in results:
+        reporter.ok(f"{result.kind}: {result.entry['file']} ({human_size(result.entry['size_bytes'])}), verified")
+    for kind, error in failures:
+        reporter.fail(f"{kind}: {error.message.splitlines()[0]}")
+    try:
+        entries = Manifest(settings.backup_dir).read()
+    except ChronoError:
+        entries = []
+    present = [e for e in entries if (settings.backup_dir / e["file"]).is_file()]
+    total = sum(int(e.get("size_bytes", 0)) for e in present)
+    reporter.info(f"{len(present)} archive(s) in {settings.backup_dir}, {human_size(total)} in all")
+    if failures:
+        reporter.line(f"{len(failures)} of {len(failures) + len(results)} backup(s) FAILED")
+    else:
+        reporter.line(f"All {len(results)} backup(s) succeeded and were verified.")
+
+
+@backup_app.command("postgres")
+def backup_postgres(
+    database_url: DatabaseUrl = None,
+    backup_dir: BackupDir = None,
+    max_backups: MaxBackups = None,
+    compress: Compress = None,
+    compression: Compression = None,
+    compression_level: Level = None,
+    verify: Verify = None,
+    pg_bin_dir: PgBinDir = None,
+) -> None:
+    """Back up the PostgreSQL database at DATABASE_URL (the guide's backup:postgres)."""
+    _backup_kinds(["postgres"], set(), _cli_values(locals()))
+
+
+@backup_app.command("supabase")
+def backup_supabase(
+    supabase_db_url: SupabaseUrl = None,
+    backup_dir: BackupDir = None,
+    max_backups: MaxBackups = None,
+    compress: Compress = None,
+    compression: Compression = None,
+    compression_level: Level = None,
+    verify: Verify = None,
+    pg_bin_dir: PgBinDir = None,
+) -> None:
+    """Back up the Supabase database at SUPABASE_DB_URL (the guide's backup:supabase)."""
+    _backup_kinds(["supabase"], set(), _cli_values(locals()))
+
+
+@backup_app.command("all")
+def backup_all(
+    database_url: DatabaseUrl = None,
+    supabase_db_url: SupabaseUrl = None,
+    backup_dir: BackupDir = None,
+    max_backups: MaxBackups = None,
+    compress: Compress = None,
+    compression: Compression = None,
+    compression_level: Level = None,
+    verify: Verify = None,
+    pg_bin_dir: PgBinDir = None,
+) -> None:
+    """Back up every configured database; goes on after a failure and exits non-zero if any failed."""
+    _backup_kinds(["postgres", "supabase"], {"supabase"}, _cli_values(locals()))
+
+
+@backup_app.command("test")
+def backup_test(backup_dir: BackupDir = None) -> None:
+    """Check the newest archive of each kind: checksum, full decompression, trailer (the guide's backup:test)."""
+    cli = _cli_values(locals())
+
+    def body(reporter: Reporter) -> int:
+        settings = resolve_settings(cli)
+        reporter.step(f"testing the newest archives in {settings.backup_dir}")
+        entries = [e for e in Manifest(settings.backup_dir).read() if e.get("series", "backup") == "backup"]
+        newest: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            kind = str(entry.get("kind"))
+            if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):
+                newest[kind] = entry
+        if not newest:
+            raise ObjectNotFound(
+                f"No backup to test in {settings.backup_dir}: backup_metadata.json lists none.",
+                hint="Make one with `chrono-ci backup postgres`, or set BACKUP_DIR to the folder holding them.",
+            )
+        reports = [_test_one(settings.backup_dir, entry, reporter) for _, entry in sorted(newest.items())]
+        if State.json_mode:
+            reporter.emit_json({"ok": all(r.ok for r in reports), "results": [r.as_dict() for r in reports]})
+        return 0 if all(r.ok for r in reports) else int(ExitCode.VERIFY)
+
+    _guarded(body)
+
+
+def _test_one(folder: Path, entry: dict[str, Any], reporter: Reporter) -> IntegrityReport:
+    reporter.step(f"{entry.get('kind')}: {entry['file']}")
+    report = check_archive(folder / entry["file"], entry.get("compression", "none"), entry)
+    print_checks(report, reporter)
+    return report
+
+
+def print_checks(report: IntegrityReport, reporter: Reporter) -> None:
+    for check in report.checks:
+        if check.ok is True:
+            reporter.ok(f"{check.name}: {check.detail}")
+        elif check.ok is None:
+            reporter.info(f"{check.name}: {check.detail}")
+        else:
+            reporter.fail(f"{check.name}: {check.detail}")
+    reporter.line(f"{report.file}: {'valid' if report.ok else 'FAILED: ' + ', '.join(c.name for c in report.failed())}")
+
+
+@app.command("demo")
+def demo(
+    backup_dir: Annotated[str, typer.Option("--backup-dir", help="Where the demo's backups go.")] = "./chrono-ci-demo",
+) -> None:
+    """Start a throwaway PostgreSQL, load a sample shop database, and run the real commands against it."""
+    from chrono_ci.demo import run_demo
+
+    _guarded(lambda reporter: run_demo(Path(backup_dir), reporter))
+
+
+def _cli_values(values: dict[str, Any]) -> dict[str, str | None]:
+    return {key: value for key, value in values.items() if isinstance(value, str) or value is None}
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    # Raising here unwinds through every `finally`, which removes temp files and kills pg_dump.
+    signal.signal(signum, signal.SIG_DFL)
+    raise Interrupted(
+        f"Stopped by signal {signal.Signals(signum).name}: nothing was kept from the run in progress.",
+        hint="Backups made before the signal are intact. Run again when ready.",
+        exit_code=ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED,
+    )
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    # Python's default would print "Broken pipe" tracebacks when piped into `head`.
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    try:
+        app()
+    except Interrupted as error:
+        Reporter().error(error)
+        sys.exit(int(error.exit_code))

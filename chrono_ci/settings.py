@@ -1,0 +1,197 @@
+"""Settings, resolved once: command-line option > environment > default, each validated with an error that
+names the setting and the bad value.
+
+Every setting is declared once below, with its environment name, its option and whether it is secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from chrono_ci.errors import ConfigError
+from chrono_ci.postgres import DatabaseTarget, parse_database_url
+
+Compression = Literal["zstd", "gzip", "none"]
+VerifyLevel = Literal["check", "restore"]
+COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
+VERIFY_LEVELS: tuple[VerifyLevel, ...] = ("check", "restore")
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(raw: str, label: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{label}={raw!r} is not a boolean.",
+        hint=f"Use one of: {', '.join(sorted(TRUE_WORDS | FALSE_WORDS))}.",
+    )
+
+
+def parse_positive_int(raw: str, label: str) -> int:
+    text = raw.strip()
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = None
+    if value is None or value < 1 or not text.lstrip("+").isdigit():
+        raise ConfigError(
+            f"{label}={raw!r} is not a positive whole number.",
+            hint=f"Set {label} to a whole number of 1 or more, for example {label}=30.",
+        )
+    return value
+
+
+def parse_choice(raw: str, label: str, choices: tuple[str, ...]) -> str:
+    word = raw.strip().lower()
+    if word not in choices:
+        raise ConfigError(f"{label}={raw!r} is not one of {', '.join(choices)}.", hint=f"Set {label} to one of those.")
+    return word
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it comes from and whether its value is a secret."""
+
+    name: str
+    env: str
+    flag: str
+    secret: bool = False
+
+
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option("database_url", "DATABASE_URL", "--database-url", secret=True),
+        Option("supabase_db_url", "SUPABASE_DB_URL", "--supabase-db-url", secret=True),
+        Option("backup_dir", "BACKUP_DIR", "--backup-dir"),
+        Option("max_backups", "MAX_BACKUPS", "--max-backups"),
+        Option("compress_backups", "COMPRESS_BACKUPS", "--compress/--no-compress"),
+        Option("compression", "BACKUP_COMPRESSION", "--compression"),
+        Option("compression_level", "BACKUP_COMPRESSION_LEVEL", "--compression-level"),
+        Option("verify", "BACKUP_VERIFY", "--verify"),
+        Option("scratch_url", "SCRATCH_DATABASE_URL", "--scratch-url", secret=True),
+        Option("pg_bin_dir", "PG_BIN_DIR", "--pg-bin-dir"),
+    )
+}
+
+DEFAULT_LEVELS: dict[Compression, int] = {"zstd": 1, "gzip": 6, "none": 0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseTarget | None
+    supabase: DatabaseTarget | None
+    backup_dir: Path
+    max_backups: int
+    compression: Compression
+    compression_level: int
+    verify: VerifyLevel
+    scratch: DatabaseTarget | None
+    pg_bin_dir: Path | None
+    # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, for masking."""
+        found: list[str] = []
+        for target in (self.database, self.supabase, self.scratch):
+            if target is not None:
+                found.extend(target.secrets())
+        return found
+
+
+def _pick(name: str, cli: Mapping[str, str | None], environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The raw value and the label to blame in an error ('--max-backups' or 'MAX_BACKUPS')."""
+    option = OPTIONS[name]
+    flag = option.flag.split("/")[0]
+    if cli.get(name) is not None:
+        return cli[name], flag
+    value = environ.get(option.env)
+    if value is not None and value.strip() != "":
+        return value, option.env
+    return None, option.env
+
+
+def _url(name: str, cli: Mapping[str, str | None], environ: Mapping[str, str]) -> DatabaseTarget | None:
+    raw, label = _pick(name, cli, environ)
+    if raw is None:
+        return None
+    target = parse_database_url(raw, label)
+    if label.startswith("--") and target.password:
+        # argv is readable by every user of the machine (ps, /proc): passwords never travel there.
+        raise ConfigError(
+            f"{label} carries a password; passwords are not accepted on the command line.",
+            hint=f"Put the URL in the {OPTIONS[name].env} environment variable instead, or leave the password "
+            "out of the URL and set PGPASSWORD or use a ~/.pgpass file.",
+        )
+    return target
+
+
+def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the Settings in force; raises ConfigError before anything runs."""
+    cli = cli or {}
+    env = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+
+    def take(name: str, parse: Callable[[str, str], Any], default: Any) -> Any:
+        raw, label = _pick(name, cli, env)
+        if raw is None:
+            sources[name] = "default"
+            return default
+        sources[name] = label
+        return parse(raw, label)
+
+    backup_dir = take("backup_dir", lambda raw, _label: Path(raw).expanduser(), Path("./backups"))
+    max_backups = take("max_backups", parse_positive_int, 30)
+    compress = take("compress_backups", parse_bool, True)
+    compression: Compression = take(
+        "compression",
+        lambda raw, label: parse_choice(raw, label, COMPRESSIONS),
+        "zstd" if compress else "none",
+    )
+    if not compress and compression != "none":
+        raise ConfigError(
+            f"COMPRESS_BACKUPS=false contradicts {sources['compression']}={compression}.",
+            hint="Set only one of them: BACKUP_COMPRESSION=none is the same as COMPRESS_BACKUPS=false.",
+        )
+    level = take("compression_level", lambda raw, label: _parse_level(raw, label, compression), None)
+    verify: VerifyLevel = take("verify", lambda raw, label: parse_choice(raw, label, VERIFY_LEVELS), "check")
+    pg_bin_dir = take("pg_bin_dir", lambda raw, _label: Path(raw).expanduser(), None)
+    return Settings(
+        database=_url("database_url", cli, env),
+        supabase=_url("supabase_db_url", cli, env),
+        backup_dir=backup_dir,
+        max_backups=max_backups,
+        compression=compression,
+        compression_level=DEFAULT_LEVELS[compression] if level is None else level,
+        verify=verify,
+        scratch=_url("scratch_url", cli, env),
+        pg_bin_dir=pg_bin_dir,
+        sources=sources,
+    )
+
+
+def _parse_level(raw: str, label: str, compression: Compression) -> int:
+    ranges = {"zstd": (1, 19), "gzip": (1, 9)}
+    if compression == "none":
+        raise ConfigError(f"{label}={raw!r} is set but compression is off.", hint=f"Unset {label}.")
+    low, high = ranges[compression]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(
+            f"{label}={raw!r} is not a valid {compression} level.",
+            hint=f"Use a whole number from {low} to {high}.",
+        )
+    return value

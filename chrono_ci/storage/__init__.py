@@ -1,0 +1,1 @@
+"""Where archives live: one protocol, several backends."""

@@ -1,0 +1,102 @@
+"""The integrity check the guide promises after every backup and before every restore.
+
+A full read of the archive: its sha256 against the metadata, a complete decompression (zstd frame checksum or
+gzip CRC), the dump's trailer, and the raw size and per-table row counts against what was recorded while the
+dump streamed. Restore-verification (a real restore into a scratch database) builds on top of this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chrono_ci.errors import VerificationFailed
+from chrono_ci.pipeline import ArchiveContents, read_archive
+from chrono_ci.settings import Compression
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: could not be run (nothing recorded to compare with)
+    detail: str
+
+
+@dataclass
+class IntegrityReport:
+    file: str
+    checks: list[Check] = field(default_factory=list)
+    contents: ArchiveContents | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok is not False for check in self.checks) and bool(self.checks)
+
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if check.ok is False]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+
+def check_archive(path: Path, compression: Compression, entry: dict[str, Any] | None) -> IntegrityReport:
+    report = IntegrityReport(file=path.name)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        report.checks.append(Check("readable", False, f"cannot open {path}: {exc.strerror}"))
+        return report
+    with handle:
+        try:
+            contents = read_archive(handle, compression)
+        except VerificationFailed as exc:
+            report.checks.append(Check("decompression", False, exc.message))
+            if entry is not None:
+                report.checks.append(_size_check(path.stat().st_size, entry))
+            return report
+    report.contents = contents
+    report.checks.append(Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"))
+    if entry is None:
+        report.checks.append(Check("checksum", None, "no metadata entry to compare with"))
+    else:
+        expected = entry.get("sha256")
+        report.checks.append(
+            Check("checksum", True, f"sha256 {contents.stored_sha256[:16]}... matches the metadata")
+            if expected == contents.stored_sha256
+            else Check("checksum", False, f"sha256 {contents.stored_sha256} differs from the metadata's {expected}")
+        )
+    report.checks.append(
+        Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
+        if contents.trailer_seen
+        else Check("trailer", False, "the dump's closing line is missing: it was cut off")
+    )
+    if entry is not None:
+        raw = entry.get("raw_size_bytes")
+        report.checks.append(
+            Check("raw size", True, f"{contents.raw_bytes} bytes, as recorded")
+            if raw == contents.raw_bytes
+            else Check("raw size", False, f"{contents.raw_bytes} bytes of SQL, {raw} recorded")
+        )
+        tables = entry.get("tables")
+        if isinstance(tables, dict):
+            differ = sorted(
+                name for name in set(tables) | set(contents.tables) if tables.get(name) != contents.tables.get(name)
+            )
+            report.checks.append(
+                Check("row counts", True, f"{len(tables)} tables, {sum(tables.values())} rows, as recorded")
+                if not differ
+                else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
+            )
+    return report
+
+
+def _size_check(size: int, entry: dict[str, Any]) -> Check:
+    expected = entry.get("size_bytes")
+    if expected == size:
+        return Check("size", True, f"{size} bytes, as recorded")
+    return Check("size", False, f"{size} bytes on disk, {expected} recorded (truncated or replaced)")

@@ -1,0 +1,7 @@
+"""Fixtures shared by the whole suite live in plugin modules, one concern each."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.seaweedfs",
+    "tests.fixtures.github",
+]
