@@ -460,9 +460,7 @@ def test_invalid_policy_names_field_and_value(field_name: str, value: int) -> No
     assert caught.value.exit_code == ExitCode.CONFIG
 
 
-@pytest.mark.parametrize(
-    ("field_name", "value"), [("max_backups", "3"), ("keep_daily", True), ("retention_days", 1.5)]
-)
+@pytest.mark.parametrize(("field_name", "value"), [("max_backups", "3"), ("keep_daily", True), ("retention_days", 1.5)])
 def test_policy_value_of_wrong_type_is_a_config_error(field_name: str, value: object) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"{field_name} must be a whole number, got {value!r}")):
         RetentionPolicy(**{field_name: value})  # type: ignore[arg-type]
