@@ -7,7 +7,6 @@ leaves the manifest unchanged and deletes nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from chrono_ci.pipeline import EXTENSIONS, ArchiveStream, make_compressor
 from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, probe_server
 from chrono_ci.report import Reporter, human_size
 from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_retention
+from chrono_ci.scratch import restore_verify
 from chrono_ci.settings import Settings
 from chrono_ci.storage.local import LocalStorage, check_writable_dir
 from chrono_ci.verify import IntegrityReport, check_archive
@@ -94,7 +94,7 @@ def run_backup(
             progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
         )
         try:
-            storage.put(name, stream)  # type: ignore[arg-type]
+            stored = storage.put(name, stream)  # type: ignore[arg-type]
         finally:
             stream.close()
     finally:
@@ -102,9 +102,9 @@ def run_backup(
     duration = time.monotonic() - started
     stats = stream.stats
     path = folder / name
-    ratio = stats.raw_bytes / stats.stored_bytes if stats.stored_bytes else 1.0
+    ratio = stats.raw_bytes / stored.size if stored.size else 1.0
     reporter.ok(
-        f"archive written: {name} ({human_size(stats.stored_bytes)} from {human_size(stats.raw_bytes)} of SQL, "
+        f"archive written: {name} ({human_size(stored.size)} from {human_size(stats.raw_bytes)} of SQL, "
         f"ratio {ratio:.1f}x, {duration:.1f} s, {len(stats.tables)} tables, {sum(stats.tables.values())} rows)"
     )
 
@@ -117,8 +117,8 @@ def run_backup(
         "port": target.port,
         "source": source_id(target),
         "created_at": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "size_bytes": stats.stored_bytes,
-        "sha256": stats.stored_sha256,
+        "size_bytes": stored.size,
+        "sha256": stored.metadata["sha256"],
         "raw_size_bytes": stats.raw_bytes,
         "raw_sha256": stats.raw_sha256,
         "compression": settings.compression,
@@ -144,9 +144,24 @@ def run_backup(
     entry["verified"] = {"level": "check", "ok": True, "at": _now_iso(clock)}
     reporter.ok(f"integrity check passed: {', '.join(c.name for c in check.checks if c.ok)}")
 
+    proof = None
+    if settings.verify == "restore":
+        reporter.info("restore-verification: restoring into a scratch database")
+        proof = restore_verify(path, settings.compression, stats.tables, settings.scratch, settings.pg_bin_dir)
+        entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}
+        (reporter.ok if proof.ok else reporter.fail)(f"restore-verification: {proof.summary()}")
+
     with manifest.locked() as entries:
         entries.append(entry)
-    os.chmod(path, 0o600)
+
+    if proof is not None and not proof.ok:
+        # The archive stays (nothing is ever lost) and says it is unproven; a backup that is not proven is a
+        # failed run, so nothing is rotated away.
+        raise VerificationFailed(
+            f"{name} was written but did not pass restore-verification: {proof.summary()}.",
+            hint="Its metadata entry records verified.ok = false. Older backups were not rotated away. "
+            + ("Give --scratch-url a server with the missing extensions." if proof.missing_extensions else ""),
+        )
 
     removed = rotate(folder, manifest, entry, RetentionPolicy(max_backups=settings.max_backups), clock(), reporter)
     return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed)

@@ -30,6 +30,10 @@ app = typer.Typer(
 )
 backup_app = typer.Typer(help="Make backups (the guide's backup:postgres, backup:supabase, backup:all, backup:test).")
 app.add_typer(backup_app, name="backup")
+recovery_app = typer.Typer(
+    help="List, test and restore backups (the guide's recovery:list, recovery:test, recovery:restore)."
+)
+app.add_typer(recovery_app, name="recovery")
 
 
 class State:
@@ -293,6 +297,173 @@ def print_checks(report: IntegrityReport, reporter: Reporter) -> None:
     reporter.line(f"{report.file}: {'valid' if report.ok else 'FAILED: ' + ', '.join(c.name for c in report.failed())}")
 
 
+ScratchUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--scratch-url",
+        help="Server where a temporary database may be created for --restore/--verify restore, without a password "
+        "[env: SCRATCH_DATABASE_URL; a throwaway embedded PostgreSQL 18].",
+    ),
+]
+FileArg = Annotated[str, typer.Argument(help="An archive name in BACKUP_DIR, or a path to one.", metavar="FILE")]
+
+
+@recovery_app.command("list")
+def recovery_list(
+    backup_dir: BackupDir = None,
+    checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="Re-read every archive.")] = True,
+) -> None:
+    """List every archive with its kind, database, time, size, compression and whether its checksum matches."""
+    cli = _cli_values(locals())
+
+    def body(reporter: Reporter) -> int:
+        from chrono_ci.catalog import file_sha256, list_archives
+
+        settings = resolve_settings(cli)
+        found = list_archives(settings.backup_dir)
+        newest: dict[tuple[str, str], str] = {}
+        for archive in found:
+            if archive.name.series == "backup":
+                newest[(archive.kind, str((archive.entry or {}).get("source", "")))] = archive.path.name
+        rows: list[dict[str, Any]] = []
+        for archive in found:
+            entry = archive.entry or {}
+            status = "unlisted"
+            if entry and checksums:
+                status = "ok" if file_sha256(archive.path) == entry.get("sha256") else "MISMATCH"
+            elif entry:
+                status = "not checked"
+            rows.append(
+                {
+                    "file": archive.path.name,
+                    "kind": archive.kind,
+                    "series": archive.name.series,
+                    "database": entry.get("database"),
+                    "source": entry.get("source"),
+                    "created_at": archive.created_at,
+                    "size_bytes": archive.path.stat().st_size,
+                    "compression": archive.compression,
+                    "sha256": entry.get("sha256"),
+                    "checksum": status,
+                    "verified": entry.get("verified"),
+                    "newest": newest.get((archive.kind, str(entry.get("source", "")))) == archive.path.name,
+                }
+            )
+        if State.json_mode:
+            reporter.emit_json(rows)
+        reporter.step(f"{len(rows)} archive(s) in {settings.backup_dir}")
+        if rows:
+            reporter.table(
+                [
+                    [
+                        ("* " if r["newest"] else "  ") + r["file"],
+                        r["kind"] + (" (safety)" if r["series"] == "safety" else ""),
+                        str(r["database"] or "?"),
+                        str(r["created_at"])[:19].replace("T", " "),
+                        human_size(r["size_bytes"]),
+                        r["compression"],
+                        r["checksum"],
+                    ]
+                    for r in rows
+                ],
+                ["file (* newest)", "kind", "database", "created (UTC)", "size", "compression", "checksum"],
+            )
+        bad = [r for r in rows if r["checksum"] == "MISMATCH"]
+        return int(ExitCode.VERIFY) if bad else 0
+
+    _guarded(body)
+
+
+@recovery_app.command("test")
+def recovery_test(
+    file: FileArg,
+    restore: Annotated[
+        bool, typer.Option("--restore", help="Also restore into a scratch database and compare row counts.")
+    ] = False,
+    scratch_url: ScratchUrl = None,
+    backup_dir: BackupDir = None,
+    pg_bin_dir: PgBinDir = None,
+) -> None:
+    """The guide's integrity test of FILE: checksum, full decompression, trailer; --restore proves it by restoring."""
+    cli = _cli_values({k: v for k, v in locals().items() if k != "file"})
+
+    def body(reporter: Reporter) -> int:
+        from chrono_ci.catalog import resolve_archive
+        from chrono_ci.scratch import restore_verify
+
+        settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
+        archive = resolve_archive(file, settings.backup_dir)
+        reporter.step(f"testing {archive.path}")
+        report = check_archive(archive.path, archive.compression, archive.entry)
+        print_checks(report, reporter)
+        document: dict[str, Any] = report.as_dict()
+        ok = report.ok
+        if restore and report.contents is not None:
+            reporter.step("restore-verification")
+            tables = dict((archive.entry or {}).get("tables") or report.contents.tables)
+            proof = restore_verify(archive.path, archive.compression, tables, settings.scratch, settings.pg_bin_dir)
+            (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
+            document["restore"] = proof.as_dict()
+            ok = ok and proof.ok
+        elif restore:
+            reporter.fail("restore: not attempted, the archive failed its integrity test")
+            ok = False
+        document["ok"] = ok
+        if State.json_mode:
+            reporter.emit_json(document)
+        reporter.line(f"{archive.path.name}: {'every check passed' if ok else 'FAILED'}")
+        return 0 if ok else int(ExitCode.VERIFY)
+
+    _guarded(body)
+
+
+@recovery_app.command("restore")
+def recovery_restore(
+    file: FileArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Test the archive and the target, show the plan, change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm without a prompt (required without a terminal).")] = False,
+    target_url: Annotated[
+        str | None,
+        typer.Option(
+            "--target-url",
+            help="Restore into this database instead, without a password [env: RESTORE_TARGET_URL; default: "
+            "DATABASE_URL or SUPABASE_DB_URL by the backup's kind].",
+        ),
+    ] = None,
+    backup_dir: BackupDir = None,
+    max_backups: MaxBackups = None,
+    pg_bin_dir: PgBinDir = None,
+) -> None:
+    """Restore FILE: integrity test, plan, confirmation, safety backup, one all-or-nothing transaction."""
+    cli = _cli_values({k: v for k, v in locals().items() if k != "file"})
+
+    def body(reporter: Reporter) -> int:
+        from chrono_ci.catalog import resolve_archive
+        from chrono_ci.restore import run_restore, terminal_prompt
+
+        settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
+        archive = resolve_archive(file, settings.backup_dir)
+        reporter.step(f"chrono-ci {__version__}: restore {archive.path.name}" + (" (dry run)" if dry_run else ""))
+        result = run_restore(
+            settings,
+            archive,
+            reporter,
+            dry_run=dry_run,
+            yes=yes,
+            target=settings.restore_target,
+            ask=terminal_prompt(),
+        )
+        if State.json_mode:
+            reporter.emit_json(result)
+        return 0
+
+    _guarded(body)
+
+
 @app.command("demo")
 def demo(
     backup_dir: Annotated[str, typer.Option("--backup-dir", help="Where the demo's backups go.")] = "./chrono-ci-demo",
@@ -304,6 +475,7 @@ def demo(
 
 
 def _cli_values(values: dict[str, Any]) -> dict[str, str | None]:
+    # Only the options that are settings; booleans such as --dry-run are the command's own.
     return {key: value for key, value in values.items() if isinstance(value, str) or value is None}
 
 

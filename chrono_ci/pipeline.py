@@ -155,10 +155,10 @@ class CopyRowCounter:
 
 @dataclass
 class StreamStats:
+    """What the dump held. The stored bytes' size and sha256 come from the storage backend, which sees them."""
+
     raw_bytes: int = 0
-    stored_bytes: int = 0
     raw_sha256: str = ""
-    stored_sha256: str = ""
     tables: dict[str, int] = field(default_factory=dict)
     trailer_seen: bool = False
 
@@ -178,7 +178,6 @@ class ArchiveStream:
         self.progress = progress
         self.counter = CopyRowCounter()
         self.raw_hash = hashlib.sha256()
-        self.stored_hash = hashlib.sha256()
         self.stats = StreamStats()
         self._tail = b""
         self._finished = False
@@ -200,12 +199,7 @@ class ArchiveStream:
                 self.progress(self.stats.raw_bytes)
             out = self.compressor.compress(chunk)
             if out:
-                return self._stored(out)
-
-    def _stored(self, out: bytes) -> bytes:
-        self.stats.stored_bytes += len(out)
-        self.stored_hash.update(out)
-        return out
+                return out
 
     def _finish(self) -> bytes:
         code = self.dump.wait()
@@ -225,10 +219,8 @@ class ArchiveStream:
         self.stats.trailer_seen = True
         self.stats.tables = dict(self.counter.tables)
         self.stats.raw_sha256 = self.raw_hash.hexdigest()
-        last = self._stored(self.compressor.flush())
-        self.stats.stored_sha256 = self.stored_hash.hexdigest()
         self._finished = True
-        return last if last else b""
+        return self.compressor.flush()
 
     def close(self) -> None:
         if not self._finished:

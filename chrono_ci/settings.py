@@ -79,6 +79,7 @@ OPTIONS: dict[str, Option] = {
         Option("compression_level", "BACKUP_COMPRESSION_LEVEL", "--compression-level"),
         Option("verify", "BACKUP_VERIFY", "--verify"),
         Option("scratch_url", "SCRATCH_DATABASE_URL", "--scratch-url", secret=True),
+        Option("target_url", "RESTORE_TARGET_URL", "--target-url", secret=True),
         Option("pg_bin_dir", "PG_BIN_DIR", "--pg-bin-dir"),
     )
 }
@@ -96,6 +97,7 @@ class Settings:
     compression_level: int
     verify: VerifyLevel
     scratch: DatabaseTarget | None
+    restore_target: DatabaseTarget | None
     pg_bin_dir: Path | None
     # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -103,7 +105,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value in force, for masking."""
         found: list[str] = []
-        for target in (self.database, self.supabase, self.scratch):
+        for target in (self.database, self.supabase, self.scratch, self.restore_target):
             if target is not None:
                 found.extend(target.secrets())
         return found
@@ -175,6 +177,7 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
         compression_level=DEFAULT_LEVELS[compression] if level is None else level,
         verify=verify,
         scratch=_url("scratch_url", cli, env),
+        restore_target=_url("target_url", cli, env),
         pg_bin_dir=pg_bin_dir,
         sources=sources,
     )

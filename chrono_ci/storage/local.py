@@ -103,7 +103,7 @@ class LocalStorage:
                 while chunk := source.read(CHUNK_SIZE):
                     digest.update(chunk)
                     try:
-                        out.write(chunk)
+                        _write_all(out, chunk)
                     except OSError as exc:
                         raise _disk_error(exc, self.root) from exc
                 try:
@@ -155,6 +155,16 @@ class LocalStorage:
     @staticmethod
     def _info(key: str, st: os.stat_result) -> ObjectInfo:
         return ObjectInfo(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    # An unbuffered write may take fewer bytes than offered; a silent short write would truncate the archive.
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        if not written:
+            raise OSError(errno.EIO, "write returned 0")
+        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:

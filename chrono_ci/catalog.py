@@ -1,0 +1,99 @@
+"""The archives in a backup folder: what the manifest says, what is on disk, and how a FILE argument is found.
+
+A FILE given as a bare name must stay inside BACKUP_DIR: `..` and symlinks that lead out are refused, so a
+name can never make chrono-ci read (or, for a restore, trust) a file elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chrono_ci.archive import ArchiveName, Manifest
+from chrono_ci.errors import ConfigError, ObjectNotFound
+from chrono_ci.settings import Compression
+from chrono_ci.storage.base import CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    path: Path
+    name: ArchiveName
+    entry: dict[str, Any] | None  # None: on disk but not in backup_metadata.json
+
+    @property
+    def compression(self) -> Compression:
+        value = str((self.entry or {}).get("compression") or self.name.compression)
+        return "zstd" if value == "zstd" else "gzip" if value == "gzip" else "none"
+
+    @property
+    def kind(self) -> str:
+        return str((self.entry or {}).get("kind") or self.name.kind)
+
+    @property
+    def created_at(self) -> str:
+        if self.entry and self.entry.get("created_at"):
+            return str(self.entry["created_at"])
+        return self.name.stamp.isoformat().replace("+00:00", "Z")
+
+
+def resolve_archive(file: str, backup_dir: Path) -> ArchiveFile:
+    """FILE is a name in BACKUP_DIR, or a path (anything with a '/')."""
+    if "/" in file:
+        path = Path(file).expanduser()
+    else:
+        if file in ("", ".", ".."):
+            raise ConfigError(
+                f"{file!r} is not an archive name.", hint="Give a file name from `chrono-ci recovery list`."
+            )
+        path = backup_dir / file
+        if path.is_symlink():
+            real = path.resolve()
+            if backup_dir.resolve() not in real.parents:
+                raise ConfigError(
+                    f"{file} in {backup_dir} is a symbolic link that leads outside the backup folder (to {real}).",
+                    hint="Give the real path of the archive explicitly if you trust it.",
+                )
+    if not path.exists():
+        raise ObjectNotFound(
+            f"No archive {file!r}" + ("" if "/" in file else f" in {backup_dir}") + ".",
+            hint="List the archives with `chrono-ci recovery list` (and check BACKUP_DIR).",
+        )
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file.", hint="Give an archive file from `chrono-ci recovery list`.")
+    parsed = ArchiveName.parse(path.name)
+    if parsed is None:
+        raise ConfigError(
+            f"{path.name} is not a chrono-ci archive: its name does not look like "
+            "postgres_backup_YYYY-MM-DD_HH-MM-SS.sql.zst.",
+            hint="chrono-ci restores only archives it made (names from `chrono-ci recovery list`).",
+        )
+    entries = _manifest_entries(path.parent)
+    entry = next((e for e in reversed(entries) if e.get("file") == path.name), None)
+    return ArchiveFile(path, parsed, entry)
+
+
+def _manifest_entries(folder: Path) -> list[dict[str, Any]]:
+    return Manifest(folder).read()
+
+
+def list_archives(backup_dir: Path) -> list[ArchiveFile]:
+    """Every archive of ours in the folder, listed or not, oldest first."""
+    entries = {str(e["file"]): e for e in Manifest(backup_dir).read()}
+    found: list[ArchiveFile] = []
+    if backup_dir.is_dir():
+        for path in backup_dir.iterdir():
+            parsed = ArchiveName.parse(path.name)
+            if parsed is not None and path.is_file() and not path.is_symlink():
+                found.append(ArchiveFile(path, parsed, entries.get(path.name)))
+    return sorted(found, key=lambda a: (a.created_at, a.path.name))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
