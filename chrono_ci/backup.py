@@ -7,8 +7,13 @@ leaves the manifest unchanged and deletes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,15 +22,25 @@ from typing import Any
 from chrono_ci import __version__
 from chrono_ci.archive import ArchiveName, Manifest, reserve_archive_name
 from chrono_ci.dump import DumpProcess
-from chrono_ci.errors import ConfigError, VerificationFailed
+from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
 from chrono_ci.pipeline import EXTENSIONS, ArchiveStream, make_compressor
 from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, probe_server
 from chrono_ci.report import Reporter, human_size
 from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_retention
 from chrono_ci.scratch import restore_verify
 from chrono_ci.settings import Settings
+from chrono_ci.storage import open_storage
+from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir
-from chrono_ci.verify import IntegrityReport, check_archive
+from chrono_ci.upload import (
+    Destination,
+    abort_recorded_uploads,
+    apply_remote_retention,
+    put_everywhere,
+    remember_unfinished,
+    remote_metadata,
+)
+from chrono_ci.verify import IntegrityReport, check_archive, check_stream
 
 URL_SETTING = {"postgres": "DATABASE_URL", "supabase": "SUPABASE_DB_URL"}
 
@@ -65,14 +80,18 @@ def run_backup(
     series: str = "backup",
     target: DatabaseTarget | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    environ: Mapping[str, str] | None = None,
+    artifact_name: str | None = None,
 ) -> BackupResult:
+    """`artifact_name` overrides ARTIFACT_NAME (the CLI gives each kind its own name in `backup all`)."""
+    env = os.environ if environ is None else environ
     target = target or target_for(settings, kind)
     folder = settings.backup_dir
-    storage = LocalStorage(folder)
     manifest = Manifest(folder)
-    # A folder we cannot write, or a damaged manifest, stops us before we dump, not after.
+    # A folder we cannot write, a damaged manifest or an unusable upload target stops us before we dump.
     check_writable_dir(folder)
     manifest.read()
+    destinations = open_destinations(settings, kind, series, target, env, reporter, artifact_name)
 
     reporter.info(f"connecting to {target.display()}")
     server = probe_server(target)
@@ -83,8 +102,10 @@ def run_backup(
     )
 
     created = clock()
+    created_iso = created.astimezone(UTC).isoformat().replace("+00:00", "Z")
     extension = EXTENSIONS[settings.compression]
     name, marker = reserve_archive_name(folder, kind, series, created, extension)
+    metadata = remote_metadata(kind, series, source_id(target), created_iso, settings.compression)
     started = time.monotonic()
     try:
         dump = DumpProcess(tools, target)
@@ -94,18 +115,23 @@ def run_backup(
             progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
         )
         try:
-            stored = storage.put(name, stream)  # type: ignore[arg-type]
+            put_everywhere(destinations, name, stream, metadata)  # type: ignore[arg-type]
         finally:
             stream.close()
+            for destination in destinations:
+                remember_unfinished(folder, destination.storage)
     finally:
         marker.unlink(missing_ok=True)
     duration = time.monotonic() - started
     stats = stream.stats
+    primary = destinations[0]
+    assert primary.info is not None
+    stored = primary.info
     path = folder / name
     ratio = stats.raw_bytes / stored.size if stored.size else 1.0
     reporter.ok(
-        f"archive written: {name} ({human_size(stored.size)} from {human_size(stats.raw_bytes)} of SQL, "
-        f"ratio {ratio:.1f}x, {duration:.1f} s, {len(stats.tables)} tables, {sum(stats.tables.values())} rows)"
+        f"archive written to {primary.target}: {name} ({human_size(stored.size)} from {human_size(stats.raw_bytes)} "
+        f"of SQL, ratio {ratio:.1f}x, {duration:.1f} s, {len(stats.tables)} tables, {sum(stats.tables.values())} rows)"
     )
 
     entry: dict[str, Any] = {
@@ -116,7 +142,7 @@ def run_backup(
         "host": target.host,
         "port": target.port,
         "source": source_id(target),
-        "created_at": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": created_iso,
         "size_bytes": stored.size,
         "sha256": stored.metadata["sha256"],
         "raw_size_bytes": stats.raw_bytes,
@@ -130,12 +156,17 @@ def run_backup(
         "tables": stats.tables,
         "verified": None,
         "tool_version": __version__,
+        "local": settings.keep_local,
+        "uploads": [],
     }
 
-    check = check_archive(path, settings.compression, entry)
+    check = _check_primary(primary, name, settings, entry)
     if not check.ok:
         # An archive that fails its own check must not linger looking like a backup.
-        path.unlink(missing_ok=True)
+        for destination in destinations:
+            if destination.info is not None:
+                with contextlib.suppress(ChronoError):
+                    destination.storage.delete(name)
         failed = "; ".join(f"{c.name}: {c.detail}" for c in check.failed())
         raise VerificationFailed(
             f"The new archive {name} failed its integrity check and was removed: {failed}",
@@ -144,16 +175,36 @@ def run_backup(
     entry["verified"] = {"level": "check", "ok": True, "at": _now_iso(clock)}
     reporter.ok(f"integrity check passed: {', '.join(c.name for c in check.checks if c.ok)}")
 
+    entry["uploads"] = [_upload_record(d, name, entry["sha256"]) for d in destinations if d.target != "local"]
+    for upload in entry["uploads"]:
+        where = upload.get("uri") or upload.get("artifact_url") or upload.get("name")
+        if upload["ok"]:
+            reporter.ok(f"uploaded to {upload['target']}: {where} (sha256 checked)")
+        else:
+            reporter.fail(f"upload to {upload['target']} failed: {upload['error']}")
+
     proof = None
-    if settings.verify == "restore":
+    if settings.verify == "restore" and all(u["ok"] for u in entry["uploads"]):
         reporter.info("restore-verification: restoring into a scratch database")
-        proof = restore_verify(path, settings.compression, stats.tables, settings.scratch, settings.pg_bin_dir)
+        with _local_archive(primary, name, path) as local_path:
+            proof = restore_verify(
+                local_path, settings.compression, stats.tables, settings.scratch, settings.pg_bin_dir
+            )
         entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}
         (reporter.ok if proof.ok else reporter.fail)(f"restore-verification: {proof.summary()}")
 
     with manifest.locked() as entries:
         entries.append(entry)
 
+    failed_uploads = [u for u in entry["uploads"] if not u["ok"]]
+    if failed_uploads:
+        kept = "The archive stays in BACKUP_DIR. " if settings.keep_local else ""
+        raise StorageError(
+            "The backup was made but could not be stored everywhere: "
+            + "; ".join(f"{u['target']}: {u['error']}" for u in failed_uploads),
+            hint=f"{kept}The metadata records the failed upload; nothing was rotated away. Fix the cause (see the "
+            "message) and run again.",
+        )
     if proof is not None and not proof.ok:
         # The archive stays (nothing is ever lost) and says it is unproven; a backup that is not proven is a
         # failed run, so nothing is rotated away.
@@ -163,58 +214,172 @@ def run_backup(
             + ("Give --scratch-url a server with the missing extensions." if proof.missing_extensions else ""),
         )
 
-    removed = rotate(folder, manifest, entry, RetentionPolicy(max_backups=settings.max_backups), clock(), reporter)
+    removed: list[Decision] = []
+    if settings.keep_local:
+        removed = rotate(folder, manifest, (kind, entry["source"]), [name], settings.retention, clock(), reporter)
+    for destination in destinations:
+        if destination.target == "s3":
+            removed += _rotate_remote(destination, entry, settings.retention, clock(), reporter)
     return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed)
+
+
+def open_destinations(
+    settings: Settings,
+    kind: str,
+    series: str,
+    target: DatabaseTarget,
+    environ: Mapping[str, str],
+    reporter: Reporter,
+    artifact_name: str | None,
+) -> list[Destination]:
+    """The stores this backup goes to, the first one primary; each is checked before the dump starts."""
+    destinations: list[Destination] = []
+    if settings.keep_local:
+        destinations.append(Destination("local", LocalStorage(settings.backup_dir)))
+    for upload in settings.uploads:
+        if upload == "s3":
+            assert settings.s3_url is not None
+            storage = open_storage(settings.s3_url, environ)
+            # Wrong credentials or a missing bucket fail here, before minutes of dumping.
+            storage.list("chrono-ci-preflight/")
+            abort_recorded_uploads(settings.backup_dir, storage, reporter.warn)
+            destinations.append(Destination("s3", storage))
+        elif upload == "artifact":
+            from chrono_ci.storage.artifacts import ArtifactStorage, default_artifact_name
+
+            name = artifact_name or default_artifact_name(
+                kind if series == "backup" else f"{kind}-{series}", target.dbname, environ
+            )
+            storage = ArtifactStorage.from_env(name, environ, warn=reporter.warn, mask=_mask_for(environ, reporter))
+            destinations.append(Destination("artifact", storage))
+    return destinations
+
+
+def _mask_for(environ: Mapping[str, str], reporter: Reporter) -> Callable[[str], None]:
+    """Masks go to stderr (the runner reads workflow commands on both streams; stdout may be --json)."""
+
+    def mask(value: str) -> None:
+        reporter.add_secrets([value])
+        if environ.get("GITHUB_ACTIONS") == "true":
+            sys.stderr.write(f"::add-mask::{value}\n")
+            sys.stderr.flush()
+
+    return mask
+
+
+def _check_primary(primary: Destination, name: str, settings: Settings, entry: dict[str, Any]) -> IntegrityReport:
+    if primary.target == "local":
+        return check_archive(settings.backup_dir / name, settings.compression, entry)
+    # Kept nowhere locally: read it back from where it went, in full.
+    with primary.storage.open(name) as handle:
+        return check_stream(handle, name, settings.compression, entry)
+
+
+@contextlib.contextmanager
+def _local_archive(primary: Destination, name: str, path: Path) -> Iterator[Path]:
+    if primary.target == "local":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="chrono-ci-verify-") as folder:
+        copy = Path(folder) / name
+        with primary.storage.open(name) as source, copy.open("wb") as out:
+            shutil.copyfileobj(source, out, CHUNK_SIZE)
+        yield copy
+
+
+def _upload_record(destination: Destination, name: str, sha256: str) -> dict[str, Any]:
+    record: dict[str, Any] = {"target": destination.target, "ok": False, "error": None}
+    if destination.target == "s3":
+        record["uri"] = f"{destination.storage.url.rstrip('/')}/{name}"
+    info = destination.info
+    if destination.error is not None or info is None:
+        error = destination.error
+        record["error"] = error.message if error is not None else "the upload did not finish"
+        return record
+    if info.metadata.get("sha256") != sha256:
+        record["error"] = f"the stored copy's sha256 {info.metadata.get('sha256')} differs from the archive's {sha256}"
+        return record
+    record["ok"] = True
+    if destination.target == "artifact":
+        record["name"] = destination.storage.url.removeprefix("artifact://")
+        record["artifact_id"] = info.metadata.get("artifact_id")
+        record["artifact_url"] = info.metadata.get("artifact_url")
+    return record
+
+
+def _rotate_remote(
+    destination: Destination, entry: dict[str, Any], policy: RetentionPolicy, now: datetime, reporter: Reporter
+) -> list[Decision]:
+    try:
+        kept, removed = apply_remote_retention(
+            destination.storage, policy, now, entry["kind"], entry["source"], entry["file"], warn=reporter.warn
+        )
+        sweep = getattr(destination.storage, "abort_stale_uploads", None)
+        if sweep is not None:
+            sweep()
+    except ChronoError as error:
+        # The backup itself is safe in the bucket; failing retention is reported, not fatal.
+        reporter.warn(f"retention on {destination.storage.url} failed: {error.message}")
+        return []
+    locked = [d for d in kept if "protected by object lock" in d.reasons]
+    reporter.ok(
+        f"rotation on {destination.storage.url} ({policy.describe()}): removed {len(removed)}, kept {len(kept)}"
+        + (f" ({len(locked)} under object lock)" if locked else "")
+    )
+    for decision in removed:
+        reporter.info(f"removed {decision.archive.key} from {destination.storage.url} ({'; '.join(decision.reasons)})")
+    return removed
 
 
 def rotate(
     folder: Path,
     manifest: Manifest,
-    newest: dict[str, Any],
+    group: tuple[str, str],
+    just_made: list[str],
     policy: RetentionPolicy,
     now: datetime,
     reporter: Reporter,
+    *,
+    dry_run: bool = False,
 ) -> list[Decision]:
-    """Apply retention to the group of the archive just made: only files with our names, listed in the manifest."""
+    """Apply retention to one (kind, source) group: only files with our names that the manifest lists."""
+    kind, source = group
     with manifest.locked() as entries:
         refs = []
         for item in entries:
             parsed = ArchiveName.parse(item["file"])
-            if parsed is None or item.get("kind") != newest["kind"] or item.get("source") != newest["source"]:
+            if parsed is None or item.get("kind") != kind or item.get("source") != source:
                 continue
             if not (folder / item["file"]).is_file():
                 continue
             refs.append(
                 ArchiveRef(
                     key=item["file"],
-                    kind=item["kind"],
-                    database=item["source"],
+                    kind=kind,
+                    database=source,
                     created_at=_parse_time(item.get("created_at"), parsed.stamp),
                     series=item.get("series", parsed.series),
                 )
             )
-        plan = plan_retention(refs, policy, now, just_made=[newest["file"]])
+        plan = plan_retention(refs, policy, now, just_made=just_made)
         removed: list[Decision] = []
-        gone: set[str] = set()
         for decision in plan.remove:
-            try:
-                (folder / decision.archive.key).unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                reporter.warn(f"could not remove {decision.archive.key}: {exc.strerror}")
-                continue
-            gone.add(decision.archive.key)
+            if not dry_run:
+                try:
+                    (folder / decision.archive.key).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    reporter.warn(f"could not remove {decision.archive.key}: {exc.strerror}")
+                    continue
             removed.append(decision)
-        entries[:] = [item for item in entries if item["file"] not in gone]
-    series = newest.get("series", "backup")
-    kept = sum(1 for d in plan.keep if d.archive.series == series)
-    if removed:
-        reporter.ok(f"rotation ({policy.describe()}): removed {len(removed)}, kept {kept}")
-        for decision in removed:
-            reporter.info(f"removed {decision.archive.key} ({'; '.join(decision.reasons)})")
-    else:
-        reporter.ok(f"rotation ({policy.describe()}): nothing to remove, {kept} kept")
+        if not dry_run:
+            gone = {decision.archive.key for decision in removed}
+            entries[:] = [item for item in entries if item["file"] not in gone]
+    verb = "would remove" if dry_run else "removed"
+    reporter.ok(f"rotation of {kind} {source} ({policy.describe()}): {verb} {len(removed)}, kept {len(plan.keep)}")
+    for decision in removed:
+        reporter.info(f"{verb} {decision.archive.key} ({'; '.join(decision.reasons)})")
     return removed
 
 

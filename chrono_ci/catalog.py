@@ -6,13 +6,17 @@ name can never make chrono-ci read (or, for a restore, trust) a file elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from chrono_ci.archive import ArchiveName, Manifest
-from chrono_ci.errors import ConfigError, ObjectNotFound
+from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
 from chrono_ci.settings import Compression
 from chrono_ci.storage.base import CHUNK_SIZE
 
@@ -65,14 +69,78 @@ def resolve_archive(file: str, backup_dir: Path) -> ArchiveFile:
         raise ConfigError(f"{path} is not a file.", hint="Give an archive file from `chrono-ci recovery list`.")
     parsed = ArchiveName.parse(path.name)
     if parsed is None:
-        raise ConfigError(
-            f"{path.name} is not a chrono-ci archive: its name does not look like "
-            "postgres_backup_YYYY-MM-DD_HH-MM-SS.sql.zst.",
-            hint="chrono-ci restores only archives it made (names from `chrono-ci recovery list`).",
-        )
+        raise _not_ours(path.name)
     entries = _manifest_entries(path.parent)
     entry = next((e for e in reversed(entries) if e.get("file") == path.name), None)
     return ArchiveFile(path, parsed, entry)
+
+
+@contextlib.contextmanager
+def located_archive(
+    file: str, backup_dir: Path, origin: str, s3_url: str | None, environ: Mapping[str, str]
+) -> Iterator[ArchiveFile]:
+    """The archive FILE names, local or in S3 (`--from s3`, or FILE = s3://bucket/prefix/name).
+
+    A remote archive is downloaded into a private temporary folder with its sha256 checked on the way down, and
+    removed afterwards: everything after that (tests, restore) reads a local file.
+    """
+    if not file.startswith("s3://") and origin != "s3":
+        yield resolve_archive(file, backup_dir)
+        return
+    from chrono_ci.storage.s3 import S3Storage
+
+    if file.startswith("s3://"):
+        base, _, key = file.rpartition("/")
+        if base == "s3:/" or not key:
+            raise ConfigError(f"{file} does not name an object.", hint="Use s3://bucket/prefix/ARCHIVE_NAME.")
+        storage = S3Storage.from_env(base, environ)
+    else:
+        if not s3_url:
+            raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
+        if "/" in file:
+            raise ConfigError(f"{file!r} is not an archive name.", hint="Give a name from `recovery list --from s3`.")
+        storage, key = S3Storage.from_env(s3_url, environ), file
+    parsed = ArchiveName.parse(key)
+    if parsed is None:
+        raise _not_ours(key)
+    info = storage.stat(key)
+    expected = info.metadata.get("sha256")
+    local = next((e for e in reversed(_manifest_entries(backup_dir)) if e.get("file") == key), None)
+    entry = local if local is not None and local.get("sha256") == expected else _remote_entry(key, info.metadata)
+    entry["size_bytes"] = info.size
+    with tempfile.TemporaryDirectory(prefix="chrono-ci-download-") as folder:
+        path = Path(folder) / key
+        digest = hashlib.sha256()
+        with storage.open(key) as source, path.open("wb") as out:
+            while chunk := source.read(CHUNK_SIZE):
+                digest.update(chunk)
+                out.write(chunk)
+        if expected and digest.hexdigest() != expected:
+            raise VerificationFailed(
+                f"{key} in {storage.url} does not match its recorded sha256 ({digest.hexdigest()} read, "
+                f"{expected} recorded): it was damaged or replaced.",
+                hint="Do not restore it; choose another archive from `chrono-ci recovery list --from s3`.",
+            )
+        yield ArchiveFile(path, parsed, entry)
+
+
+def _not_ours(name: str) -> ConfigError:
+    return ConfigError(
+        f"{name} is not a chrono-ci archive: its name does not look like postgres_backup_YYYY-MM-DD_HH-MM-SS.sql.zst.",
+        hint="chrono-ci tests and restores only archives it made (names from `chrono-ci recovery list`).",
+    )
+
+
+def _remote_entry(key: str, metadata: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "file": key,
+        "kind": metadata.get("chrono-kind"),
+        "series": metadata.get("chrono-series", "backup"),
+        "source": unquote(metadata.get("chrono-source", "")),
+        "created_at": metadata.get("chrono-created-at"),
+        "compression": metadata.get("chrono-compression"),
+        "sha256": metadata.get("sha256"),
+    }
 
 
 def _manifest_entries(folder: Path) -> list[dict[str, Any]]:

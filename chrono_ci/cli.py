@@ -16,7 +16,8 @@ import typer
 from chrono_ci import __version__
 from chrono_ci.archive import Manifest
 from chrono_ci.backup import BackupResult, run_backup
-from chrono_ci.errors import ChronoError, ExitCode, Interrupted, ObjectNotFound
+from chrono_ci.catalog import ArchiveFile
+from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Interrupted, ObjectNotFound
 from chrono_ci.report import Reporter, human_size
 from chrono_ci.settings import Settings, resolve_settings
 from chrono_ci.verify import IntegrityReport, check_archive
@@ -88,6 +89,33 @@ Verify = Annotated[
     str | None,
     typer.Option("--verify", help="check|restore: check after each backup [env: BACKUP_VERIFY; check]."),
 ]
+Upload = Annotated[
+    str | None,
+    typer.Option("--upload", help="none|s3|artifact|s3,artifact [env: BACKUP_UPLOAD; s3 when S3_URL is set]."),
+]
+S3Url = Annotated[str | None, typer.Option("--s3-url", help="s3://bucket/prefix [env: S3_URL].")]
+KeepLocal = Annotated[
+    str | None,
+    typer.Option(
+        "--keep-local", help="true|false: keep uploaded archives in BACKUP_DIR [env: KEEP_LOCAL; true].", metavar="BOOL"
+    ),
+]
+ArtifactName = Annotated[
+    str | None, typer.Option("--artifact-name", help="[env: ARTIFACT_NAME; unique per run and database].")
+]
+RetentionDays = Annotated[
+    str | None, typer.Option("--retention-days", help="Also keep archives younger than N days [env: RETENTION_DAYS].")
+]
+KeepDaily = Annotated[
+    str | None, typer.Option("--keep-daily", help="GFS: newest of the last N days [env: KEEP_DAILY].")
+]
+KeepWeekly = Annotated[
+    str | None, typer.Option("--keep-weekly", help="GFS: newest of the last N weeks [env: KEEP_WEEKLY].")
+]
+KeepMonthly = Annotated[
+    str | None, typer.Option("--keep-monthly", help="GFS: newest of the last N months [env: KEEP_MONTHLY].")
+]
+From = Annotated[str, typer.Option("--from", help="local (BACKUP_DIR) or s3 (S3_URL). A FILE of s3://... implies s3.")]
 PgBinDir = Annotated[
     str | None, typer.Option("--pg-bin-dir", help="Use only the pg_dump in this folder [env: PG_BIN_DIR].")
 ]
@@ -156,8 +184,12 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
                 reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
                 continue
             reporter.step(f"{kind} backup")
+            # Artifact names are unique per workflow run: two archives in one run need two names.
+            artifact_name = settings.artifact_name
+            if artifact_name and len(kinds) > 1:
+                artifact_name = f"{artifact_name}-{kind}"
             try:
-                results.append(run_backup(settings, kind, reporter))
+                results.append(run_backup(settings, kind, reporter, artifact_name=artifact_name))
             except ChronoError as error:
                 if len(kinds) == 1:
                     raise
@@ -216,6 +248,14 @@ def backup_postgres(
     compression_level: Level = None,
     verify: Verify = None,
     pg_bin_dir: PgBinDir = None,
+    upload: Upload = None,
+    s3_url: S3Url = None,
+    keep_local: KeepLocal = None,
+    artifact_name: ArtifactName = None,
+    retention_days: RetentionDays = None,
+    keep_daily: KeepDaily = None,
+    keep_weekly: KeepWeekly = None,
+    keep_monthly: KeepMonthly = None,
 ) -> None:
     """Back up the PostgreSQL database at DATABASE_URL (the guide's backup:postgres)."""
     _backup_kinds(["postgres"], set(), _cli_values(locals()))
@@ -231,6 +271,14 @@ def backup_supabase(
     compression_level: Level = None,
     verify: Verify = None,
     pg_bin_dir: PgBinDir = None,
+    upload: Upload = None,
+    s3_url: S3Url = None,
+    keep_local: KeepLocal = None,
+    artifact_name: ArtifactName = None,
+    retention_days: RetentionDays = None,
+    keep_daily: KeepDaily = None,
+    keep_weekly: KeepWeekly = None,
+    keep_monthly: KeepMonthly = None,
 ) -> None:
     """Back up the Supabase database at SUPABASE_DB_URL (the guide's backup:supabase)."""
     _backup_kinds(["supabase"], set(), _cli_values(locals()))
@@ -247,6 +295,14 @@ def backup_all(
     compression_level: Level = None,
     verify: Verify = None,
     pg_bin_dir: PgBinDir = None,
+    upload: Upload = None,
+    s3_url: S3Url = None,
+    keep_local: KeepLocal = None,
+    artifact_name: ArtifactName = None,
+    retention_days: RetentionDays = None,
+    keep_daily: KeepDaily = None,
+    keep_weekly: KeepWeekly = None,
+    keep_monthly: KeepMonthly = None,
 ) -> None:
     """Back up every configured database; goes on after a failure and exits non-zero if any failed."""
     _backup_kinds(["postgres", "supabase"], {"supabase"}, _cli_values(locals()))
@@ -312,14 +368,18 @@ FileArg = Annotated[str, typer.Argument(help="An archive name in BACKUP_DIR, or 
 def recovery_list(
     backup_dir: BackupDir = None,
     checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="Re-read every archive.")] = True,
+    origin: From = "local",
+    s3_url: S3Url = None,
 ) -> None:
     """List every archive with its kind, database, time, size, compression and whether its checksum matches."""
-    cli = _cli_values(locals())
+    cli = _cli_values({k: v for k, v in locals().items() if k != "origin"})
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.catalog import file_sha256, list_archives
 
         settings = resolve_settings(cli)
+        if _origin(origin) == "s3":
+            return _list_remote(settings, reporter)
         found = list_archives(settings.backup_dir)
         newest: dict[tuple[str, str], str] = {}
         for archive in found:
@@ -383,39 +443,46 @@ def recovery_test(
     scratch_url: ScratchUrl = None,
     backup_dir: BackupDir = None,
     pg_bin_dir: PgBinDir = None,
+    origin: From = "local",
+    s3_url: S3Url = None,
 ) -> None:
     """The guide's integrity test of FILE: checksum, full decompression, trailer; --restore proves it by restoring."""
-    cli = _cli_values({k: v for k, v in locals().items() if k != "file"})
+    cli = _cli_values({k: v for k, v in locals().items() if k not in ("file", "origin")})
 
     def body(reporter: Reporter) -> int:
-        from chrono_ci.catalog import resolve_archive
-        from chrono_ci.scratch import restore_verify
+        from chrono_ci.catalog import located_archive
 
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
-        archive = resolve_archive(file, settings.backup_dir)
-        reporter.step(f"testing {archive.path}")
-        report = check_archive(archive.path, archive.compression, archive.entry)
-        print_checks(report, reporter)
-        document: dict[str, Any] = report.as_dict()
-        ok = report.ok
-        if restore and report.contents is not None:
-            reporter.step("restore-verification")
-            tables = dict((archive.entry or {}).get("tables") or report.contents.tables)
-            proof = restore_verify(archive.path, archive.compression, tables, settings.scratch, settings.pg_bin_dir)
-            (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
-            document["restore"] = proof.as_dict()
-            ok = ok and proof.ok
-        elif restore:
-            reporter.fail("restore: not attempted, the archive failed its integrity test")
-            ok = False
-        document["ok"] = ok
-        if State.json_mode:
-            reporter.emit_json(document)
-        reporter.line(f"{archive.path.name}: {'every check passed' if ok else 'FAILED'}")
-        return 0 if ok else int(ExitCode.VERIFY)
+        with located_archive(file, settings.backup_dir, _origin(origin), settings.s3_url, os.environ) as archive:
+            return _test_archive(archive, settings, restore, reporter)
 
     _guarded(body)
+
+
+def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, reporter: Reporter) -> int:
+    from chrono_ci.scratch import restore_verify
+
+    reporter.step(f"testing {archive.path}")
+    report = check_archive(archive.path, archive.compression, archive.entry)
+    print_checks(report, reporter)
+    document: dict[str, Any] = report.as_dict()
+    ok = report.ok
+    if restore and report.contents is not None:
+        reporter.step("restore-verification")
+        tables = dict((archive.entry or {}).get("tables") or report.contents.tables)
+        proof = restore_verify(archive.path, archive.compression, tables, settings.scratch, settings.pg_bin_dir)
+        (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
+        document["restore"] = proof.as_dict()
+        ok = ok and proof.ok
+    elif restore:
+        reporter.fail("restore: not attempted, the archive failed its integrity test")
+        ok = False
+    document["ok"] = ok
+    if State.json_mode:
+        reporter.emit_json(document)
+    reporter.line(f"{archive.path.name}: {'every check passed' if ok else 'FAILED'}")
+    return 0 if ok else int(ExitCode.VERIFY)
 
 
 @recovery_app.command("restore")
@@ -436,32 +503,152 @@ def recovery_restore(
     backup_dir: BackupDir = None,
     max_backups: MaxBackups = None,
     pg_bin_dir: PgBinDir = None,
+    origin: From = "local",
+    s3_url: S3Url = None,
 ) -> None:
     """Restore FILE: integrity test, plan, confirmation, safety backup, one all-or-nothing transaction."""
-    cli = _cli_values({k: v for k, v in locals().items() if k != "file"})
+    cli = _cli_values({k: v for k, v in locals().items() if k not in ("file", "origin")})
 
     def body(reporter: Reporter) -> int:
-        from chrono_ci.catalog import resolve_archive
+        from chrono_ci.catalog import located_archive
         from chrono_ci.restore import run_restore, terminal_prompt
 
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
-        archive = resolve_archive(file, settings.backup_dir)
-        reporter.step(f"chrono-ci {__version__}: restore {archive.path.name}" + (" (dry run)" if dry_run else ""))
-        result = run_restore(
-            settings,
-            archive,
-            reporter,
-            dry_run=dry_run,
-            yes=yes,
-            target=settings.restore_target,
-            ask=terminal_prompt(),
-        )
+        with located_archive(file, settings.backup_dir, _origin(origin), settings.s3_url, os.environ) as archive:
+            reporter.step(f"chrono-ci {__version__}: restore {archive.path.name}" + (" (dry run)" if dry_run else ""))
+            result = run_restore(
+                settings,
+                archive,
+                reporter,
+                dry_run=dry_run,
+                yes=yes,
+                target=settings.restore_target,
+                ask=terminal_prompt(),
+            )
         if State.json_mode:
             reporter.emit_json(result)
         return 0
 
     _guarded(body)
+
+
+@app.command("prune")
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision; delete nothing.")] = False,
+    origin: From = "local",
+    backup_dir: BackupDir = None,
+    max_backups: MaxBackups = None,
+    s3_url: S3Url = None,
+    retention_days: RetentionDays = None,
+    keep_daily: KeepDaily = None,
+    keep_weekly: KeepWeekly = None,
+    keep_monthly: KeepMonthly = None,
+) -> None:
+    """Apply retention now to every database's archives (backups do this after each success)."""
+    cli = _cli_values({k: v for k, v in locals().items() if k != "origin"})
+
+    def body(reporter: Reporter) -> int:
+        from datetime import UTC, datetime
+
+        from chrono_ci.backup import rotate
+
+        settings = resolve_settings(cli)
+        now = datetime.now(UTC)
+        reporter.step(
+            f"retention ({settings.retention.describe()})" + (": dry run, nothing is deleted" if dry_run else "")
+        )
+        removed: list[str] = []
+        if _origin(origin) == "s3":
+            from chrono_ci.storage import open_storage
+            from chrono_ci.upload import apply_remote_retention, remote_archives
+
+            if not settings.s3_url:
+                raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
+            storage = open_storage(settings.s3_url)
+            groups = sorted({(ref.kind, ref.database) for _, ref in remote_archives(storage)})
+            for kind, source in groups:
+                kept, gone = apply_remote_retention(
+                    storage, settings.retention, now, kind, source, "", dry_run=dry_run, warn=reporter.warn
+                )
+                verb = "would remove" if dry_run else "removed"
+                reporter.ok(f"{kind} {source} on {storage.url}: {verb} {len(gone)}, kept {len(kept)}")
+                for decision in gone:
+                    reporter.info(f"{verb} {decision.archive.key} ({'; '.join(decision.reasons)})")
+                for decision in kept:
+                    if "protected by object lock" in decision.reasons:
+                        reporter.info(f"kept {decision.archive.key} (protected by object lock)")
+                removed += [d.archive.key for d in gone]
+        else:
+            manifest = Manifest(settings.backup_dir)
+            groups = sorted({(str(e.get("kind")), str(e.get("source"))) for e in manifest.read()})
+            for group in groups:
+                gone = rotate(
+                    settings.backup_dir, manifest, group, [], settings.retention, now, reporter, dry_run=dry_run
+                )
+                removed += [d.archive.key for d in gone]
+        if State.json_mode:
+            reporter.emit_json({"ok": True, "dry_run": dry_run, "removed": removed})
+        return 0
+
+    _guarded(body)
+
+
+def _origin(value: str) -> str:
+    word = value.strip().lower()
+    if word not in ("local", "s3"):
+        raise ConfigError(f"--from {value!r} is not local or s3.", hint="Use --from local (default) or --from s3.")
+    return word
+
+
+def _list_remote(settings: Settings, reporter: Reporter) -> int:
+    from chrono_ci.storage import open_storage
+    from chrono_ci.upload import remote_archives
+
+    if not settings.s3_url:
+        raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
+    storage = open_storage(settings.s3_url)
+    found = sorted(remote_archives(storage), key=lambda pair: (pair[1].created_at, pair[0].key))
+    newest: dict[tuple[str, str], str] = {}
+    for info, ref in found:
+        if ref.series == "backup":
+            newest[(ref.kind, ref.database)] = info.key
+    rows: list[dict[str, Any]] = [
+        {
+            "file": info.key,
+            "kind": ref.kind,
+            "series": ref.series,
+            "database": ref.database.rsplit("/", 1)[-1],
+            "source": ref.database,
+            "created_at": ref.created_at.isoformat().replace("+00:00", "Z"),
+            "size_bytes": info.size,
+            "compression": info.metadata.get("chrono-compression"),
+            "sha256": info.metadata.get("sha256"),
+            "checksum": "recorded",
+            "newest": newest.get((ref.kind, ref.database)) == info.key,
+            "location": f"{storage.url.rstrip('/')}/{info.key}",
+        }
+        for info, ref in found
+    ]
+    if State.json_mode:
+        reporter.emit_json(rows)
+    reporter.step(f"{len(rows)} archive(s) in {storage.url}")
+    if rows:
+        reporter.table(
+            [
+                [
+                    ("* " if r["newest"] else "  ") + r["file"],
+                    r["kind"] + (" (safety)" if r["series"] == "safety" else ""),
+                    str(r["database"]),
+                    str(r["created_at"])[:19].replace("T", " "),
+                    human_size(r["size_bytes"]),
+                    str(r["compression"]),
+                ]
+                for r in rows
+            ],
+            ["file (* newest)", "kind", "database", "created (UTC)", "size", "compression"],
+        )
+    return 0
 
 
 @app.command("demo")

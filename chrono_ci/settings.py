@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 from chrono_ci.errors import ConfigError
 from chrono_ci.postgres import DatabaseTarget, parse_database_url
+from chrono_ci.retention import RetentionPolicy
 
 Compression = Literal["zstd", "gzip", "none"]
 VerifyLevel = Literal["check", "restore"]
 COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
 VERIFY_LEVELS: tuple[VerifyLevel, ...] = ("check", "restore")
+UPLOAD_TARGETS = ("s3", "artifact")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -81,6 +83,14 @@ OPTIONS: dict[str, Option] = {
         Option("scratch_url", "SCRATCH_DATABASE_URL", "--scratch-url", secret=True),
         Option("target_url", "RESTORE_TARGET_URL", "--target-url", secret=True),
         Option("pg_bin_dir", "PG_BIN_DIR", "--pg-bin-dir"),
+        Option("upload", "BACKUP_UPLOAD", "--upload"),
+        Option("s3_url", "S3_URL", "--s3-url"),
+        Option("keep_local", "KEEP_LOCAL", "--keep-local"),
+        Option("artifact_name", "ARTIFACT_NAME", "--artifact-name"),
+        Option("retention_days", "RETENTION_DAYS", "--retention-days"),
+        Option("keep_daily", "KEEP_DAILY", "--keep-daily"),
+        Option("keep_weekly", "KEEP_WEEKLY", "--keep-weekly"),
+        Option("keep_monthly", "KEEP_MONTHLY", "--keep-monthly"),
     )
 }
 
@@ -99,6 +109,11 @@ class Settings:
     scratch: DatabaseTarget | None
     restore_target: DatabaseTarget | None
     pg_bin_dir: Path | None
+    uploads: tuple[str, ...] = ()  # remote targets, in order: "s3", "artifact"
+    s3_url: str | None = None
+    keep_local: bool = True
+    artifact_name: str | None = None
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -168,6 +183,27 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
     level = take("compression_level", lambda raw, label: _parse_level(raw, label, compression), None)
     verify: VerifyLevel = take("verify", lambda raw, label: parse_choice(raw, label, VERIFY_LEVELS), "check")
     pg_bin_dir = take("pg_bin_dir", lambda raw, _label: Path(raw).expanduser(), None)
+    s3_url = take("s3_url", _parse_s3_url, None)
+    uploads: tuple[str, ...] = take("upload", _parse_uploads, ("s3",) if s3_url else ())
+    if "s3" in uploads and not s3_url:
+        raise ConfigError(
+            f"{sources['upload']} asks for an S3 upload but S3_URL is not set.",
+            hint="Set S3_URL=s3://bucket/prefix (and S3_ENDPOINT_URL for an S3-compatible server).",
+        )
+    keep_local = take("keep_local", parse_bool, True)
+    if not keep_local and not uploads:
+        raise ConfigError(
+            "KEEP_LOCAL=false with no upload target would keep the backup nowhere.",
+            hint="Set BACKUP_UPLOAD=s3 (with S3_URL) or artifact, or keep KEEP_LOCAL=true.",
+        )
+    artifact_name = take("artifact_name", lambda raw, _label: raw.strip(), None)
+    retention = RetentionPolicy(
+        max_backups=max_backups,
+        retention_days=take("retention_days", parse_positive_int, None),
+        keep_daily=take("keep_daily", parse_count, 0),
+        keep_weekly=take("keep_weekly", parse_count, 0),
+        keep_monthly=take("keep_monthly", parse_count, 0),
+    )
     return Settings(
         database=_url("database_url", cli, env),
         supabase=_url("supabase_db_url", cli, env),
@@ -179,8 +215,48 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
         scratch=_url("scratch_url", cli, env),
         restore_target=_url("target_url", cli, env),
         pg_bin_dir=pg_bin_dir,
+        uploads=uploads,
+        s3_url=s3_url,
+        keep_local=keep_local,
+        artifact_name=artifact_name,
+        retention=retention,
         sources=sources,
     )
+
+
+def parse_count(raw: str, label: str) -> int:
+    """A whole number >= 0 (0 turns a GFS rule off)."""
+    text = raw.strip()
+    if not text.isdigit():
+        raise ConfigError(
+            f"{label}={raw!r} is not a whole number of 0 or more.",
+            hint=f"Set {label} to a whole number, for example {label}=7 (0 turns the rule off).",
+        )
+    return int(text)
+
+
+def _parse_uploads(raw: str, label: str) -> tuple[str, ...]:
+    words = [word.strip().lower() for word in raw.replace(" ", ",").split(",") if word.strip()]
+    if words == ["none"]:
+        return ()
+    unknown = [word for word in words if word not in UPLOAD_TARGETS]
+    if unknown or not words:
+        raise ConfigError(
+            f"{label}={raw!r}: unknown upload target {', '.join(unknown) or '(empty)'}.",
+            hint="Use none, s3, artifact, or s3,artifact.",
+        )
+    return tuple(dict.fromkeys(words))
+
+
+def _parse_s3_url(raw: str, label: str) -> str:
+    from chrono_ci.storage.s3 import parse_s3_url
+
+    value = raw.strip()
+    try:
+        parse_s3_url(value)
+    except ConfigError as error:
+        raise ConfigError(f"{label}: {error.message}", hint=error.hint) from None
+    return value
 
 
 def _parse_level(raw: str, label: str, compression: Compression) -> int:

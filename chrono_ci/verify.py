@@ -7,9 +7,10 @@ dump streamed. Restore-verification (a real restore into a scratch database) bui
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from chrono_ci.errors import VerificationFailed
 from chrono_ci.pipeline import ArchiveContents, read_archive
@@ -45,20 +46,32 @@ class IntegrityReport:
 
 
 def check_archive(path: Path, compression: Compression, entry: dict[str, Any] | None) -> IntegrityReport:
-    report = IntegrityReport(file=path.name)
     try:
         handle = path.open("rb")
     except OSError as exc:
+        report = IntegrityReport(file=path.name)
         report.checks.append(Check("readable", False, f"cannot open {path}: {exc.strerror}"))
         return report
     with handle:
-        try:
-            contents = read_archive(handle, compression)
-        except VerificationFailed as exc:
-            report.checks.append(Check("decompression", False, exc.message))
-            if entry is not None:
-                report.checks.append(_size_check(path.stat().st_size, entry))
-            return report
+        return check_stream(handle, path.name, compression, entry)
+
+
+def check_stream(
+    handle: IO[bytes], name: str, compression: Compression, entry: dict[str, Any] | None
+) -> IntegrityReport:
+    """The integrity check on any readable stream of the stored archive (a local file, an S3 download)."""
+    report = IntegrityReport(file=name)
+    counted = _CountingReader(handle)
+    try:
+        contents = read_archive(counted, compression)  # type: ignore[arg-type]
+    except VerificationFailed as exc:
+        report.checks.append(Check("decompression", False, exc.message))
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                while counted.read(1 << 20):
+                    pass
+            report.checks.append(_size_check(counted.count, entry))
+        return report
     report.contents = contents
     report.checks.append(Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"))
     if entry is None:
@@ -75,7 +88,7 @@ def check_archive(path: Path, compression: Compression, entry: dict[str, Any] | 
         if contents.trailer_seen
         else Check("trailer", False, "the dump's closing line is missing: it was cut off")
     )
-    if entry is not None:
+    if entry is not None and "raw_size_bytes" in entry:
         raw = entry.get("raw_size_bytes")
         report.checks.append(
             Check("raw size", True, f"{contents.raw_bytes} bytes, as recorded")
@@ -93,6 +106,17 @@ def check_archive(path: Path, compression: Compression, entry: dict[str, Any] | 
                 else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
             )
     return report
+
+
+class _CountingReader:
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.count += len(data)
+        return data
 
 
 def _size_check(size: int, entry: dict[str, Any]) -> Check:

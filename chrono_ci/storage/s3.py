@@ -385,6 +385,14 @@ class S3Storage:
 
     # ------------------------------------------------------------------------------------------- cleanup
 
+    def unfinished_uploads(self) -> builtins.list[tuple[str, str]]:
+        """(key, upload id) of the uploads this process could not abort, for the caller to keep on record."""
+        return [(upload.key, upload.upload_id) for upload in self._unaborted.values()]
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one unfinished upload (one a previous run recorded); a missing upload is not an error."""
+        self._abort_upload(_Upload(key, self._full_key(key), upload_id), quiet=False)
+
     def abort_stale_uploads(self, older_than: timedelta = timedelta(days=1)) -> builtins.list[str]:
         """Abort unfinished multipart uploads under our prefix; return their keys.
 

@@ -1,0 +1,335 @@
+"""Backups that go to S3 (a real SeaweedFS) and to GitHub artifacts (the strict fake service), with retention
+on every target and every failure leaving the user's data as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from chrono_ci.storage.s3 import S3Config, S3Storage
+from tests.fixtures.github import FakeArtifactService, make_artifact_storage
+from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
+from tests.fixtures.seaweedfs import SeaweedFS
+from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
+
+Run = Callable[..., CliResult]
+PREFIX = "team/db-backups"
+
+
+def s3_env(seaweedfs: SeaweedFS, bucket: str, prefix: str = PREFIX) -> dict[str, str]:
+    return {
+        "S3_URL": f"s3://{bucket}/{prefix}",
+        "S3_ENDPOINT_URL": seaweedfs.endpoint_url,
+        "S3_REGION": seaweedfs.region,
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+
+
+def entries(folder: Path) -> list[dict[str, object]]:
+    return json.loads((folder / "backup_metadata.json").read_text())["backups"]  # type: ignore[no-any-return]
+
+
+def objects(seaweedfs: SeaweedFS, bucket: str, prefix: str = PREFIX) -> dict[str, bytes]:
+    client = seaweedfs.client()
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
+    return {o["Key"].rsplit("/", 1)[1]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def unfinished_uploads(seaweedfs: SeaweedFS, bucket: str) -> list[str]:
+    return [u["Key"] for u in seaweedfs.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+@pytest.fixture
+def sample_url(pg18: PgServer, make_database: Callable[..., str]) -> str:
+    return make_database(pg18, SAMPLE_SQL)
+
+
+def test_backup_lands_locally_and_in_s3(
+    run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "backups"
+    result = run_cli(
+        "backup",
+        "postgres",
+        env={"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), **s3_env(seaweedfs, s3_bucket)},
+    )
+    assert result.code == 0, result.output
+    (entry,) = entries(folder)
+    name = str(entry["file"])
+    stored = objects(seaweedfs, s3_bucket)
+    assert list(stored) == [name]
+    assert stored[name] == (folder / name).read_bytes()
+    assert hashlib.sha256(stored[name]).hexdigest() == entry["sha256"]
+    head = seaweedfs.client().head_object(Bucket=s3_bucket, Key=f"{PREFIX}/{name}")["Metadata"]
+    assert head["sha256"] == entry["sha256"] and head["chrono-kind"] == "postgres"
+    assert head["chrono-source"] == quote(str(entry["source"]), safe="")
+    (upload,) = entry["uploads"]  # type: ignore[misc]
+    assert upload == {"target": "s3", "ok": True, "error": None, "uri": f"s3://{s3_bucket}/{PREFIX}/{name}"}
+    assert seaweedfs.secret_key not in result.output and TEST_PASSWORD not in result.output
+
+
+def test_keep_local_false_streams_to_s3_only(
+    run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), "KEEP_LOCAL": "false", **s3_env(seaweedfs, s3_bucket)}
+    result = run_cli("backup", "postgres", "--verify", "restore", env=env)
+    assert result.code == 0, result.output
+    (entry,) = entries(folder)
+    assert entry["local"] is False
+    assert not list(folder.glob("postgres_backup_*")) and not [
+        p for p in folder.iterdir() if p.name.startswith(".chrono-tmp")
+    ]
+    assert list(objects(seaweedfs, s3_bucket)) == [entry["file"]]
+    assert entry["verified"]["ok"] is True and entry["verified"]["level"] == "restore"  # type: ignore[index]
+
+
+def test_list_test_and_restore_from_s3(
+    run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(tmp_path / "backups"), **s3_env(seaweedfs, s3_bucket)}
+    assert run_cli("backup", "postgres", env=env).code == 0
+    # Another machine: an empty backup folder, only the bucket.
+    elsewhere = {**env, "BACKUP_DIR": str(tmp_path / "elsewhere")}
+    listed = run_cli("--json", "recovery", "list", "--from", "s3", env=elsewhere)
+    assert listed.code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert row["kind"] == "postgres" and row["newest"] is True and row["sha256"]
+    name = row["file"]
+    tested = run_cli("recovery", "test", f"s3://{s3_bucket}/{PREFIX}/{name}", "--restore", env=elsewhere)
+    assert tested.code == 0, tested.output
+    import psycopg
+
+    with psycopg.connect(sample_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM app.orders")
+    restored = run_cli("recovery", "restore", name, "--from", "s3", "--yes", env=elsewhere)
+    assert restored.code == 0, restored.output
+    with psycopg.connect(sample_url) as conn:
+        assert conn.execute("SELECT count(*) FROM app.orders").fetchone() == (EXPECTED_TABLES["app.orders"],)
+
+
+def test_a_damaged_object_in_s3_is_refused(
+    run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(tmp_path / "b"), **s3_env(seaweedfs, s3_bucket)}
+    assert run_cli("backup", "postgres", env=env).code == 0
+    name = str(entries(tmp_path / "b")[0]["file"])
+    client = seaweedfs.client()
+    key = f"{PREFIX}/{name}"
+    head = client.head_object(Bucket=s3_bucket, Key=key)
+    body = bytearray(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body), Metadata=head["Metadata"])
+    result = run_cli("recovery", "restore", name, "--from", "s3", "--yes", env=env)
+    assert result.code == 7, result.output
+    assert "does not match its recorded sha256" in result.output
+
+
+def _seed_old(storage: S3Storage, source: str, when: datetime, key_suffix: str = "") -> str:
+    name = f"postgres_backup_{when:%Y-%m-%d_%H-%M-%S}{key_suffix}.sql.zst"
+    import io
+
+    storage.put(
+        name,
+        io.BytesIO(b"old archive " + name.encode()),
+        {
+            "chrono-kind": "postgres",
+            "chrono-series": "backup",
+            "chrono-source": quote(source, safe=""),
+            "chrono-created-at": when.isoformat().replace("+00:00", "Z"),
+            "chrono-compression": "zstd",
+        },
+    )
+    return name
+
+
+def _storage(seaweedfs: SeaweedFS, bucket: str) -> S3Storage:
+    return S3Storage(
+        S3Config(bucket=bucket, prefix=PREFIX, endpoint_url=seaweedfs.endpoint_url, region=seaweedfs.region),
+        session=seaweedfs.session(),
+    )
+
+
+def test_s3_retention_by_count_age_and_gfs_touches_only_our_archives(
+    run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), **s3_env(seaweedfs, s3_bucket)}
+    assert run_cli("backup", "postgres", env=env).code == 0
+    source = str(entries(folder)[0]["source"])
+    storage = _storage(seaweedfs, s3_bucket)
+    now = datetime.now(UTC)
+    # Weekly archives for ten weeks, plus three from the last days.
+    weekly = [_seed_old(storage, source, now - timedelta(weeks=w, hours=1)) for w in range(1, 11)]
+    recent = [_seed_old(storage, source, now - timedelta(days=d, hours=2), "_9") for d in (1, 2)]
+    other_db = _seed_old(storage, "elsewhere:5432/other", now - timedelta(weeks=30))
+    client = seaweedfs.client()
+    client.put_object(Bucket=s3_bucket, Key=f"{PREFIX}/notes.txt", Body=b"not ours")
+    client.put_object(
+        Bucket=s3_bucket, Key=f"{PREFIX}/postgres_backup_2001-01-01_00-00-00.sql.zst", Body=b"no metadata"
+    )
+
+    dry = run_cli(
+        "prune", "--from", "s3", "--dry-run", env={**env, "MAX_BACKUPS": "1", "RETENTION_DAYS": "3", "KEEP_WEEKLY": "4"}
+    )
+    assert dry.code == 0 and "would remove" in dry.stdout, dry.output
+    assert len(objects(seaweedfs, s3_bucket)) == 1 + 10 + 2 + 1 + 2
+
+    result = run_cli("backup", "postgres", env={**env, "MAX_BACKUPS": "1", "RETENTION_DAYS": "3", "KEEP_WEEKLY": "4"})
+    assert result.code == 0, result.output
+    left = set(objects(seaweedfs, s3_bucket))
+    newest_two = {str(e["file"]) for e in entries(folder)}
+    # Count keeps the new one; age keeps the last 3 days (the two recent and the first backup); GFS keeps the
+    # newest of the 4 most recent weeks with archives, which the recent ones already cover for this week.
+    assert newest_two <= left and set(recent) <= left
+    assert other_db in left and "notes.txt" in left and "postgres_backup_2001-01-01_00-00-00.sql.zst" in left
+    assert set(weekly[:2]) <= left  # the weeks 1 and 2 back are among the 4 newest weeks
+    assert not set(weekly[4:]) & left
+    assert "rotation on s3://" in result.stdout
+
+
+def test_object_lock_is_reported_as_kept(run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    bucket = f"chrono-lock-{os.getpid()}-{int(time.time())}"
+    client = seaweedfs.client()
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), "MAX_BACKUPS": "1", **s3_env(seaweedfs, bucket)}
+    assert run_cli("backup", "postgres", env=env).code == 0
+    first = str(entries(folder)[0]["file"])
+    client.put_object_retention(
+        Bucket=bucket,
+        Key=f"{PREFIX}/{first}",
+        Retention={"Mode": "GOVERNANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(days=1)},
+    )
+    result = run_cli("backup", "postgres", env=env)
+    assert result.code == 0, result.output
+    assert first in objects(seaweedfs, bucket)
+    assert "under object lock" in result.stdout
+
+
+def test_wrong_s3_credentials_stop_before_the_dump(
+    run_cli: Run, sample_url: str, seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "backups"
+    env = {
+        "DATABASE_URL": sample_url,
+        "BACKUP_DIR": str(folder),
+        **s3_env(seaweedfs, s3_bucket),
+        "AWS_SECRET_ACCESS_KEY": "wrong-secret-123",
+    }
+    result = run_cli("backup", "postgres", env=env)
+    assert result.code == 5, result.output
+    assert "hint:" in result.output and "AWS_SECRET_ACCESS_KEY" in result.output
+    assert "wrong-secret-123" not in result.output
+    assert not list(folder.glob("postgres_backup_*"))
+
+
+def test_s3_killed_during_the_upload(
+    run_cli: Run,
+    pg18: PgServer,
+    make_database: Callable[..., str],
+    seaweedfs: SeaweedFS,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    url = make_database(
+        pg18, "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 3)::text) AS h FROM generate_series(1, 1500000) g"
+    )
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), "MAX_BACKUPS": "1", **s3_env(seaweedfs, s3_bucket)}
+    first = run_cli("backup", "postgres", env=env)
+    assert first.code == 0, first.output
+    before = {str(e["file"]) for e in entries(folder)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chrono_ci", "backup", "postgres"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, s3_bucket):
+        time.sleep(0.02)
+    seaweedfs.kill()
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        seaweedfs.restart()
+    assert proc.returncode == 5, output
+    assert "s3" in output and "hint:" in output and "Traceback" not in output
+    after = entries(folder)
+    new = [e for e in after if e["file"] not in before]
+    assert len(new) == 1 and (folder / str(new[0]["file"])).exists()  # the local archive is intact
+    assert new[0]["uploads"][0]["ok"] is False  # type: ignore[index]
+    assert before <= {str(e["file"]) for e in after}  # nothing was rotated away after the failure
+    # The next run aborts the upload the dead server kept: no orphan parts stay in the bucket.
+    assert run_cli("backup", "postgres", env=env).code == 0
+    assert unfinished_uploads(seaweedfs, s3_bucket) == []
+
+
+def test_backup_lands_in_s3_and_as_an_artifact_in_one_run(
+    run_cli: Run,
+    sample_url: str,
+    seaweedfs: SeaweedFS,
+    s3_bucket: str,
+    github_artifact_service: FakeArtifactService,
+    tmp_path: Path,
+) -> None:
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {
+        "DATABASE_URL": sample_url,
+        "BACKUP_DIR": str(folder),
+        "BACKUP_UPLOAD": "s3,artifact",
+        "ARTIFACT_RETENTION_DAYS": "5",
+        **s3_env(seaweedfs, s3_bucket),
+        **github_artifact_service.environ(job),
+    }
+    result = run_cli("--json", "backup", "postgres", env=env)
+    assert result.code == 0, result.output
+    document = json.loads(result.stdout)
+    entry = document["backups"][0]
+    s3_upload, artifact_upload = entry["uploads"]
+    assert s3_upload["ok"] and artifact_upload["ok"] and artifact_upload["artifact_id"]
+    name = entry["file"]
+    downloaded = make_artifact_storage(github_artifact_service, job).open(artifact_upload["name"]).read()
+    assert downloaded == (folder / name).read_bytes() == objects(seaweedfs, s3_bucket)[name]
+    assert job.token not in result.output
+
+
+def test_an_artifact_name_already_used_fails_clearly_and_keeps_the_local_archive(
+    run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
+) -> None:
+    job = github_artifact_service.new_run()
+    other_job = github_artifact_service.new_job(job.run_backend_id, run_id=job.run_id)
+    folder = tmp_path / "backups"
+    env = {
+        "DATABASE_URL": sample_url,
+        "BACKUP_DIR": str(folder),
+        "BACKUP_UPLOAD": "artifact",
+        "ARTIFACT_NAME": "db-backup",
+    }
+    first = run_cli("backup", "postgres", env={**env, **github_artifact_service.environ(other_job)})
+    assert first.code == 0, first.output
+    second = run_cli("backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert second.code == 5, second.output
+    assert "unique per workflow run" in second.output or "already" in second.output
+    files = sorted(folder.glob("postgres_backup_*"))
+    assert len(files) == 2 and len(entries(folder)) == 2
+
+
+def test_artifact_upload_outside_a_container_action(run_cli: Run, sample_url: str, tmp_path: Path) -> None:
+    result = run_cli("backup", "postgres", env={"DATABASE_URL": sample_url, "BACKUP_UPLOAD": "artifact"})
+    assert result.code in (2, 5), result.output
+    assert "run:" in result.output and "composite" in result.output
