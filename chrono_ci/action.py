@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ INPUTS: dict[str, Input] = {
         Input("compression-level", "BACKUP_COMPRESSION_LEVEL", "int", minimum=1),
         Input("verify-level", "BACKUP_VERIFY", "choice", choices=("check", "restore")),
         Input("scratch-database-url", "SCRATCH_DATABASE_URL", "url"),
+        Input("restore-target-url", "RESTORE_TARGET_URL", "url"),
         Input("pg-bin-dir", "PG_BIN_DIR"),
         Input("upload", "BACKUP_UPLOAD", "list", choices=UPLOAD_TARGETS),
         Input("keep-local", "KEEP_LOCAL", "bool"),
@@ -120,14 +122,14 @@ OUTPUTS: tuple[str, ...] = (
     "supabase-size",
     "supabase-sha256",
     "removed",
-    "artifact-ids",
-    "artifact-urls",
+    "artifact-id",
+    "artifact-url",
     "s3-uris",
     "result-json",
 )
 
 # Secrets that may arrive through the workflow's `env:` rather than inputs: masked just the same.
-SECRET_ENV_URLS = ("DATABASE_URL", "SUPABASE_DB_URL", "SCRATCH_DATABASE_URL")
+SECRET_ENV_URLS = ("DATABASE_URL", "SUPABASE_DB_URL", "SCRATCH_DATABASE_URL", "RESTORE_TARGET_URL")
 SECRET_ENV = (
     "PGPASSWORD",
     "AWS_ACCESS_KEY_ID",
@@ -559,7 +561,13 @@ def unignored_backup_dir(backup_dir: Path, env: Mapping[str, str]) -> Path | Non
 class Run:
     args: list[str]
     code: int
-    document: dict[str, Any] | None
+    document: dict[str, Any] | None  # the JSON result as an object (a listing becomes {"archives": [...]})
+    raw: Any = None  # the JSON result exactly as chrono-ci printed it
+
+    @property
+    def file_arg(self) -> str | None:
+        """FILE of `recovery test|restore FILE`."""
+        return self.args[2] if self.args[:1] == ["recovery"] and len(self.args) > 2 else None
 
 
 def run_chrono(args: Sequence[str], plan: Plan, log: Log) -> Run:
@@ -594,10 +602,11 @@ def run_chrono(args: Sequence[str], plan: Plan, log: Log) -> Run:
     if code < 0:
         code = 128 - code  # killed by a signal: the shell's convention
     try:
-        document = json.loads(text) if text.strip() else None
+        raw = json.loads(text) if text.strip() else None
     except json.JSONDecodeError:
-        document = None
-    return Run(list(args), code, document if isinstance(document, dict) else None)
+        raw = None
+    document = {"ok": code == 0, "archives": raw} if isinstance(raw, list) else raw
+    return Run(list(args), code, document if isinstance(document, dict) else None, raw)
 
 
 def _forward_signals(proc: subprocess.Popen[str]) -> dict[int, Any]:
@@ -624,14 +633,14 @@ def hand_over_to_workspace_owner(backup_dir: Path, workspace: Path) -> None:
         return
     try:
         owner = workspace.stat()
-        backup_dir.resolve().relative_to(workspace.resolve())
+        folder, top = backup_dir.resolve(), workspace.resolve()
+        folder.relative_to(top)
+        targets = [*folder.iterdir()]
     except (OSError, ValueError):
         return
     if owner.st_uid == 0:
         return
-    folder = backup_dir
-    targets = [*backup_dir.iterdir()]
-    while folder != workspace and folder.parent != folder:
+    while folder != top:  # the backup folder and the folders made above it, up to the workspace itself
         targets.append(folder)
         folder = folder.parent
     for path in targets:
@@ -667,15 +676,15 @@ def display_path(path: Path, workspace: Path) -> str:
 
 
 def archives_of(runs: Sequence[Run], plan: Plan) -> list[dict[str, Any]]:
-    """The archives a run made, tested or listed, each with its path; sizes and hashes from the manifest
-    where the command's own result does not carry them."""
-    found: list[dict[str, Any]] = []
+    """The archives a run made, tested, listed or restored, each with its path (empty when no local copy was
+    kept); sizes and hashes from the manifest where the command's own result does not carry them."""
+    found: list[tuple[dict[str, Any], str | None]] = []
     for run in runs:
         if run.document is None:
             continue
-        found += _entries(run.document, "backups", "results", "archives")
+        found += [(entry, None) for entry in _entries(run.document, "backups", "results", "archives")]
         if isinstance(run.document.get("file"), str):
-            found.append(dict(run.document))
+            found.append((dict(run.document), run.file_arg))
     if not found:
         return []
     try:
@@ -683,12 +692,20 @@ def archives_of(runs: Sequence[Run], plan: Plan) -> list[dict[str, Any]]:
     except ChronoError:
         listed = {}
     complete = []
-    for entry in found:
+    for entry, file_arg in found:
         name = Path(str(entry["file"])).name
         merged = {**listed.get(name, {}), **entry}
+        if file_arg and "/" in file_arg:  # chrono-ci's rule: a path when it has a '/', else a name in the folder
+            merged["path"] = str(plan.workspace / Path(file_arg).expanduser())
+        elif merged.get("local") is False and plan.command == "backup":
+            merged["path"] = ""
         merged.setdefault("path", str(plan.backup_dir / name))
         complete.append(merged)
     return complete
+
+
+def _shown_path(entry: Mapping[str, Any], plan: Plan) -> str:
+    return display_path(Path(entry["path"]), plan.workspace) if entry.get("path") else ""
 
 
 def _verified(entry: Mapping[str, Any]) -> bool | None:
@@ -704,9 +721,8 @@ def _uploads(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [upload for entry in entries for upload in entry.get("uploads") or [] if isinstance(upload, dict)]
 
 
-def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Mapping[str, Any]) -> dict[str, str]:
+def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Any) -> dict[str, str]:
     archives = archives_of(runs, plan)
-    made = plan.command == "backup"
     verdicts = [_verified(entry) for entry in archives]
     uploads = _uploads(archives)
     outputs = {name: "" for name in OUTPUTS}
@@ -717,7 +733,7 @@ def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Mapping[st
             "command": plan.command,
             "backup-dir": display_path(plan.backup_dir, plan.workspace),
             "files": "\n".join(Path(str(e["file"])).name for e in archives),
-            "paths": "\n".join(display_path(Path(e["path"]), plan.workspace) for e in archives),
+            "paths": "\n".join(_shown_path(e, plan) for e in archives),
             "sizes": "\n".join(str(e.get("size_bytes", "")) for e in archives),
             "sha256s": "\n".join(str(e.get("sha256", "")) for e in archives),
             "verified": ""
@@ -728,42 +744,52 @@ def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Mapping[st
             "removed": "\n".join(
                 str(name) for run in runs if run.document for name in run.document.get("removed") or []
             ),
-            "artifact-ids": "\n".join(
+            "artifact-id": "\n".join(
                 str(u["artifact_id"]) for u in uploads if u.get("target") == "artifact" and u.get("artifact_id")
             ),
-            "artifact-urls": "\n".join(
+            "artifact-url": "\n".join(
                 str(u["artifact_url"]) for u in uploads if u.get("target") == "artifact" and u.get("artifact_url")
             ),
             "s3-uris": "\n".join(str(u["uri"]) for u in uploads if u.get("target") == "s3" and u.get("uri")),
             "result-json": _result_json(result),
         }
     )
-    if made or plan.command == "verify":
+    if plan.command != "list":
         for entry in archives:
             kind = _kind_of(entry)
             if kind in ("postgres", "supabase"):
                 outputs[f"{kind}-file"] = Path(str(entry["file"])).name
-                outputs[f"{kind}-path"] = display_path(Path(entry["path"]), plan.workspace)
+                outputs[f"{kind}-path"] = _shown_path(entry, plan)
                 outputs[f"{kind}-size"] = str(entry.get("size_bytes", ""))
                 outputs[f"{kind}-sha256"] = str(entry.get("sha256", ""))
     return outputs
 
 
-def _result_json(result: Mapping[str, Any]) -> str:
+def _result_json(result: Any) -> str:
     text = json.dumps(result, ensure_ascii=False, default=str)
     if len(text.encode()) <= RESULT_JSON_LIMIT:
         return text
     # Row counts are what grows without bound; everything else is a few lines per archive.
     slim = json.loads(text)
-    for run in slim.get("runs", [slim]):
-        for entry in _entries(run, "backups", "results", "archives"):
-            if isinstance(entry.get("tables"), dict):
-                entry["tables_omitted"] = len(entry["tables"])
-                entry["tables"] = {}
+    for entry in _all_dicts(slim):
+        if isinstance(entry.get("tables"), dict) and "file" in entry:
+            entry["tables_omitted"] = len(entry["tables"])
+            entry["tables"] = {}
     text = json.dumps(slim, ensure_ascii=False, default=str)
     if len(text.encode()) <= RESULT_JSON_LIMIT:
         return text
-    return json.dumps({"ok": result.get("ok"), "truncated": True, "note": "result too large for an output"})
+    ok = result.get("ok") if isinstance(result, dict) else None
+    return json.dumps({"ok": ok, "truncated": True, "note": "result too large for an output; see the step summary"})
+
+
+def _all_dicts(value: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _all_dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _all_dicts(item)
 
 
 def write_outputs(path: str, outputs: Mapping[str, str]) -> None:
@@ -800,7 +826,7 @@ def literal(value: Any) -> str:
 
 
 def _stored(entry: Mapping[str, Any], workspace: Path) -> str:
-    places = [f"local {literal(display_path(Path(entry['path']), workspace))}"]
+    places = [f"local {literal(display_path(Path(entry['path']), workspace))}"] if entry.get("path") else []
     for upload in entry.get("uploads") or []:
         mark = "" if upload.get("ok", True) else " (FAILED)"
         if upload.get("target") == "s3":
@@ -811,7 +837,7 @@ def _stored(entry: Mapping[str, Any], workspace: Path) -> str:
             places.append((f"[{cell(label)}]({cell(url)})" if url.startswith("https://") else cell(label)) + mark)
         else:
             places.append(cell(upload.get("target", "?")) + mark)
-    return "<br>".join(places)
+    return "<br>".join(places) or "nowhere"
 
 
 def _backup_section(entry: Mapping[str, Any], removed: list[str], workspace: Path, row_limit: int) -> list[str]:
@@ -858,25 +884,65 @@ def _backup_section(entry: Mapping[str, Any], removed: list[str], workspace: Pat
 
 
 def _test_section(results: list[dict[str, Any]]) -> list[str]:
-    lines = ["| archive | result | checks |", "|---|---|---|"]
+    lines = ["| archive | result | checks | restore-verification |", "|---|---|---|---|"]
     for result in results:
-        checks = result.get("checks") or []
-        failed = [c for c in checks if isinstance(c, dict) and c.get("ok") is False]
-        detail = ", ".join(cell(c.get("name", "")) for c in (failed or checks) if isinstance(c, dict))
+        checks = [c for c in result.get("checks") or [] if isinstance(c, dict)]
+        failed = [c for c in checks if c.get("ok") is False]
+        detail = ", ".join(cell(c.get("name", "")) for c in failed or checks)
         verdict = "✅ valid" if result.get("ok") else "❌ FAILED"
-        lines.append(f"| {literal(result.get('file', ''))} | {verdict} | {detail} |")
+        proof = _mapping(result.get("restore"))
+        restored = ""
+        if proof:
+            restored = f"{'✅' if proof.get('ok') else '❌'} {cell(proof.get('tables_compared', ''))} tables compared"
+            restored += f"; {cell(proof['error'])}" if proof.get("error") else ""
+        lines.append(f"| {literal(result.get('file', ''))} | {verdict} | {detail} | {restored} |")
     return [*lines, ""]
 
 
 def _listing_section(entries: list[dict[str, Any]]) -> list[str]:
-    lines = ["| archive | kind | created | size | sha256 |", "|---|---|---|--:|---|"]
+    lines = ["| archive | kind | database | created (UTC) | size | checksum |", "|---|---|---|---|--:|---|"]
     for entry in entries:
         size = entry.get("size_bytes")
+        newest = " (newest)" if entry.get("newest") else ""
         lines.append(
-            f"| {literal(entry.get('file', ''))} | {cell(entry.get('kind', ''))} | {cell(entry.get('created_at', ''))} "
-            f"| {human_size(size) if isinstance(size, int) else ''} | {literal(str(entry.get('sha256', ''))[:16])} |"
+            f"| {literal(entry.get('file', ''))}{newest} | {cell(entry.get('kind', ''))} "
+            f"| {cell(entry.get('database') or '')} | {cell(str(entry.get('created_at', ''))[:19])} "
+            f"| {human_size(size) if isinstance(size, int) else ''} | {cell(entry.get('checksum', ''))} |"
         )
     return [*lines, ""]
+
+
+def _restore_section(result: Mapping[str, Any]) -> list[str]:
+    tables = _mapping(result.get("tables"))
+    rows = sum(n for n in tables.values() if isinstance(n, int))
+    done = "dry run: valid, nothing changed" if result.get("dry_run") else "restored, row counts match"
+    return [
+        "| | |",
+        "|---|---|",
+        f"| archive | {literal(result.get('file', ''))} |",
+        f"| target | {literal(result.get('target', ''))} |",
+        f"| result | {done if result.get('ok') else 'FAILED'} |",
+        f"| safety backup | {literal(result.get('safety_backup') or '')} |",
+        f"| row counts | {f'{len(tables)} tables, {rows} rows' if tables else ''} |",
+        "",
+    ]
+
+
+def _problems(run: Run) -> list[str]:
+    doc = run.document or {}
+    lines: list[str] = []
+    for failure in [f for f in doc.get("failed") or [] if isinstance(f, dict)]:
+        lines += [
+            f"> **❌ {cell(failure.get('kind', ''))} failed:** {cell(failure.get('message', ''))}  ",
+            f"> hint: {cell(failure.get('hint', ''))}",
+            "",
+        ]
+    error = doc.get("error")
+    if isinstance(error, dict):
+        lines += [f"> **❌ {cell(error.get('message', ''))}**  ", f"> hint: {cell(error.get('hint', ''))}", ""]
+    if run.document is None and run.code != 0:
+        lines += [f"> **❌ chrono-ci exited {run.code} without a result;** see the step's log.", ""]
+    return lines
 
 
 def build_summary(plan: Plan, runs: Sequence[Run], code_: int, row_limit: int = ROW_COUNT_LIMITS[0]) -> str:
@@ -886,40 +952,25 @@ def build_summary(plan: Plan, runs: Sequence[Run], code_: int, row_limit: int = 
         doc = run.document or {}
         if len(runs) > 1:
             lines += [f"#### `chrono-ci {cell(' '.join(Path(a).name for a in run.args))}`", ""]
-        removed = [str(name) for name in doc.get("removed") or []]
-        for entry in _entries(doc, "backups") if run.args[:1] == ["backup"] else []:
-            kind = _kind_of(entry)
-            mine = [name for name in removed if _kind_of({"file": name}) == kind]
-            entry = {**entry, "path": entry.get("path", str(plan.backup_dir / entry["file"]))}
-            lines += _backup_section(entry, mine, plan.workspace, row_limit)
-        results = [r for r in doc.get("results") or [] if isinstance(r, dict)]
-        if results:
-            lines += _test_section(results)
-        if run.args[:2] == ["recovery", "list"]:
-            lines += _listing_section(_entries(doc, "backups", "archives"))
-        for failure in [f for f in doc.get("failed") or [] if isinstance(f, dict)]:
-            lines += [
-                f"> **❌ {cell(failure.get('kind', ''))} failed:** {cell(failure.get('message', ''))}  ",
-                f"> hint: {cell(failure.get('hint', ''))}",
-                "",
-            ]
-        error = doc.get("error")
-        if isinstance(error, dict):
-            lines += [f"> **❌ {cell(error.get('message', ''))}**  ", f"> hint: {cell(error.get('hint', ''))}", ""]
-        if run.document is None and run.code != 0:
-            lines += [f"> **❌ chrono-ci exited {run.code} without a result;** see the step's log.", ""]
-        if run.args[:2] == ["recovery", "restore"] and run.document is not None:
-            lines += _details("restore result", run.document)
+        what = run.args[:2]
+        if what[:1] == ["backup"] and what != ["backup", "test"]:
+            removed = [str(name) for name in doc.get("removed") or []]
+            for entry in _entries(doc, "backups"):
+                mine = [name for name in removed if _kind_of({"file": name}) == _kind_of(entry)]
+                kept = entry.get("local") is not False
+                path = (entry.get("path") or str(plan.backup_dir / entry["file"])) if kept else ""
+                lines += _backup_section({**entry, "path": path}, mine, plan.workspace, row_limit)
+        elif what == ["backup", "test"] and doc.get("results"):
+            lines += _test_section([r for r in doc["results"] if isinstance(r, dict)])
+        elif what == ["recovery", "test"] and "checks" in doc:
+            lines += _test_section([doc])
+        elif what == ["recovery", "list"]:
+            lines += _listing_section(_entries(doc, "archives"))
+        elif what == ["recovery", "restore"] and "file" in doc:
+            lines += _restore_section(doc)
+        lines += _problems(run)
     lines.append(f"Backup folder: {literal(display_path(plan.backup_dir, plan.workspace))}")
     return "\n".join(lines) + "\n"
-
-
-def _details(title: str, document: Any) -> list[str]:
-    text = json.dumps(document, indent=2, ensure_ascii=False, default=str)
-    if len(text) > 64 * 1024:
-        text = text[: 64 * 1024] + "\n… (cut; the whole result is in the result-json output)"
-    fence = "````" if "```" in text else "```"
-    return [f"<details><summary>{cell(title)}</summary>", "", f"{fence}json", text, fence, "", "</details>", ""]
 
 
 def fit_summary(plan: Plan, runs: Sequence[Run], code_: int, budget: int = SUMMARY_BUDGET) -> str:
@@ -948,14 +999,15 @@ def write_summary(path: str, text: str) -> None:
 # --- main --------------------------------------------------------------------------------------------------------
 
 
-def combined_result(runs: Sequence[Run], code_: int) -> dict[str, Any]:
-    if len(runs) == 1 and runs[0].document is not None:
-        return runs[0].document
-    documents = [run.document or {"ok": False, "exit_code": run.code} for run in runs]
+def combined_result(runs: Sequence[Run], code_: int) -> Any:
+    """chrono-ci's own JSON for one run; several runs (verify, one per database) as {"ok", "runs": [...]}."""
+    if len(runs) == 1 and runs[0].raw is not None:
+        return runs[0].raw
+    documents = [run.raw if run.raw is not None else {"ok": False, "exit_code": run.code} for run in runs]
     return {"ok": code_ == 0, "runs": documents}
 
 
-def _failure_annotations(log: Log, plan: Plan, runs: Sequence[Run]) -> None:
+def _failure_annotations(log: Log, runs: Sequence[Run]) -> None:
     for run in runs:
         doc = run.document or {}
         title = f"chrono-ci {' '.join(run.args[:2])} failed"
@@ -966,14 +1018,34 @@ def _failure_annotations(log: Log, plan: Plan, runs: Sequence[Run]) -> None:
         error = doc.get("error")
         if isinstance(error, dict):
             log.error(str(error.get("message", "")), str(error.get("hint", "")), title=title)
-        for result in [r for r in doc.get("results") or [] if isinstance(r, dict) and r.get("ok") is False]:
-            failed = [c.get("name") for c in result.get("checks") or [] if isinstance(c, dict) and c.get("ok") is False]
+        tested = [r for r in doc.get("results") or [] if isinstance(r, dict)] + ([doc] if "checks" in doc else [])
+        reported = False
+        for result in [r for r in tested if r.get("ok") is False]:
+            failed = [str(c.get("name")) for c in result.get("checks") or [] if isinstance(c, dict) and not c.get("ok")]
+            if _mapping(result.get("restore")).get("ok") is False:
+                failed.append("restore-verification")
             log.error(
-                f"{result.get('file')} failed its check: {', '.join(str(f) for f in failed) or 'see the log'}",
+                f"{result.get('file')} failed its check: {', '.join(failed) or 'see the log'}",
                 "Do not restore this archive; make a new backup.",
                 title=title,
             )
-        if run.code != 0 and not doc.get("failed") and not isinstance(error, dict) and not doc.get("results"):
+            reported = True
+        for row in _entries(doc, "archives"):
+            if row.get("checksum") == "MISMATCH":
+                log.error(
+                    f"{row['file']}: its sha256 no longer matches backup_metadata.json.",
+                    "The archive was damaged or altered after it was made; do not restore it.",
+                    title=title,
+                )
+                reported = True
+        if run.code in (int(ExitCode.INTERRUPTED), int(ExitCode.TERMINATED)) and run.document is None:
+            log.error(
+                f"chrono-ci {' '.join(run.args)} was stopped by a signal (exit code {run.code}): the job was "
+                "cancelled or timed out.",
+                "Nothing was kept from the run in progress; earlier backups are intact.",
+                title=title,
+            )
+        elif run.code != 0 and not reported and not doc.get("failed") and not isinstance(error, dict):
             log.error(
                 f"chrono-ci {' '.join(run.args)} exited with code {run.code} without a result.",
                 "See the log of this step above; exit codes are listed in the README.",
@@ -987,11 +1059,25 @@ def main(environ: Mapping[str, str] | None = None, stream: IO[str] | None = None
     log = Log(stream)
     inputs = read_inputs(environ)
     log.mask(secrets_to_mask(inputs, environ))
+    try:
+        return _run(environ, inputs, log)
+    except Exception as exc:  # a bug here must still end in an annotation, and never in an unscrubbed traceback
+        log.error(
+            f"The chrono-ci Action failed unexpectedly: {type(exc).__name__}: {exc}",
+            "This is a bug in chrono-ci; please report it with this step's log (re-run with debug logging for "
+            "the traceback).",
+        )
+        if environ.get("RUNNER_DEBUG") == "1":
+            for line in traceback.format_exc().splitlines():
+                log.line(line)
+        return int(ExitCode.FAILED)
 
+
+def _run(environ: Mapping[str, str], inputs: Inputs, log: Log) -> int:
     try:
         plan = make_plan(inputs, environ)
     except ChronoError as error:
-        log.error(error.message, error.hint, title="chrono-ci: invalid input")
+        log.error(error.message, error.hint, title="Invalid chrono-ci input")
         _finish_early(environ, inputs, error)
         return int(error.exit_code)
 
@@ -1001,7 +1087,7 @@ def main(environ: Mapping[str, str] | None = None, stream: IO[str] | None = None
     log.line(f"upload: {plan.env.get('BACKUP_UPLOAD') or 'none'}")
     log.endgroup()
     for note in plan.notes:
-        log.warning(note, title="chrono-ci: input ignored")
+        log.warning(note, title="chrono-ci input ignored")
     if plan.command == "backup":
         root = unignored_backup_dir(plan.backup_dir, plan.env)
         if root is not None:
@@ -1022,13 +1108,13 @@ def main(environ: Mapping[str, str] | None = None, stream: IO[str] | None = None
             hand_over_to_workspace_owner(plan.backup_dir, plan.workspace)
     code_ = next((run.code for run in runs if run.code != 0), 0)
 
-    _failure_annotations(log, plan, runs)
+    _failure_annotations(log, runs)
     outputs = build_outputs(plan, runs, code_, combined_result(runs, code_))
     _publish(log, environ, outputs, fit_summary(plan, runs, code_))
     return code_
 
 
-def _publish(log: Log, environ: Mapping[str, str], outputs: Mapping[str, str], summary: str | None) -> None:
+def _publish(log: Log, environ: Mapping[str, str], outputs: Mapping[str, str], summary: str) -> None:
     safe = {name: log.scrub(value) for name, value in outputs.items()}
     output_file = environ.get("GITHUB_OUTPUT", "").strip()
     summary_file = environ.get("GITHUB_STEP_SUMMARY", "").strip()
@@ -1039,7 +1125,7 @@ def _publish(log: Log, environ: Mapping[str, str], outputs: Mapping[str, str], s
     try:
         if output_file:
             write_outputs(output_file, safe)
-        if summary_file and summary is not None:
+        if summary_file:
             write_summary(summary_file, log.scrub(summary))
     except OSError as exc:
         log.warning(f"Could not write the step's outputs or summary: {exc.strerror} ({exc.filename}).")
@@ -1054,7 +1140,7 @@ def _finish_early(environ: Mapping[str, str], inputs: Inputs, error: ChronoError
         {
             "ok": "false",
             "exit-code": str(int(error.exit_code)),
-            "command": inputs.get("command").lower(),
+            "command": inputs.get("command").lower() or ACTION_DEFAULTS["command"],
             "result-json": json.dumps(result, ensure_ascii=False),
         }
     )
