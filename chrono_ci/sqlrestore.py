@@ -1,7 +1,10 @@
 """Feed a plain-format archive to psql in one transaction: all of it, or nothing.
 
-psql runs with ON_ERROR_STOP and --single-transaction, reading the decompressed SQL from a pipe; a preamble
-(for a restore: drop what the backup does not have) runs inside the same transaction. Lines that a target
+psql runs with ON_ERROR_STOP, reading the decompressed SQL from a pipe inside one explicit transaction: we send
+BEGIN, a preamble (for a restore: drop what the backup does not have), the archive, and COMMIT only once the
+whole archive has been read and its integrity proven. If chrono-ci dies half-way (SIGKILL, a cancelled job),
+psql reaches the end of its input inside an open transaction and exits, and the server rolls everything back;
+`psql --single-transaction` would instead COMMIT at the end of its input, whatever came before it. Lines that a target
 cannot take are neutralised on the way: `SET transaction_timeout` (pg_dump >= 17) on servers older than 17, and
 `\\restrict` / `\\unrestrict` for a psql that predates them.
 """
@@ -93,7 +96,6 @@ def run_sql_restore(
     server_major: int,
     *,
     preamble: str = "",
-    between: str = "",
 ) -> SqlRestoreResult:
     """Restore `archive` into `target` in one transaction; raise RestoreFailed (target untouched) on any error."""
     sql_filter = SqlFilter(server_major, tools.version)
@@ -104,7 +106,6 @@ def run_sql_restore(
         "-q",
         "-v",
         "ON_ERROR_STOP=1",
-        "--single-transaction",
         "-o",
         "/dev/null",
         "-f",
@@ -129,12 +130,13 @@ def run_sql_restore(
 
     try:
         with archive.open("rb") as handle:
+            stdin.write(b"BEGIN;\n")
             if preamble:
                 stdin.write(preamble.encode() + b"\n")
             read_archive(handle, compression, on_raw=send)
             stdin.write(sql_filter.finish())
-            if between:
-                stdin.write(between.encode() + b"\n")
+            # Only now, with every byte read and checked: an interrupted restore never reaches this line.
+            stdin.write(b"\nCOMMIT;\n")
     except BrokenPipeError:
         broken = True  # psql stopped reading: it hit an error; its message tells which
     except BaseException:
