@@ -103,6 +103,10 @@ class Manifest:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
+        except UnicodeDecodeError:
+            raise StorageError(
+                f"{self.path} is damaged: it is not UTF-8 text.", hint=_damaged_hint(self.path)
+            ) from None
         except OSError as exc:
             raise StorageError(f"Cannot read {self.path}: {exc.strerror}.", hint="Check its permissions.") from exc
         return _parse_manifest(text, self.path)
@@ -142,12 +146,16 @@ class Manifest:
             raise StorageError(f"Cannot update {self.path}: {exc.strerror}.", hint="Check the folder.") from exc
 
 
-def _parse_manifest(text: str, path: Path) -> list[dict[str, Any]]:
-    hint = (
+def _damaged_hint(path: Path) -> str:
+    return (
         "chrono-ci never deletes archives on the word of a damaged metadata file, and will not overwrite it. "
         f"Inspect it, or move it aside (mv {path} {path}.damaged): the next backup starts a new one, and "
         "archives it does not list are never rotated away."
     )
+
+
+def _parse_manifest(text: str, path: Path) -> list[dict[str, Any]]:
+    hint = _damaged_hint(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

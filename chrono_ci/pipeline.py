@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Protocol
 
@@ -101,8 +101,7 @@ class CopyRowCounter:
         self._line = bytearray()  # the current line outside COPY data (DDL), capped
         self._table: str | None = None  # inside a COPY block when set
         self._rows = 0
-        self._carry = b""  # undecided bytes at the end of COPY data: the terminator may straddle chunks
-        self._carry_at_line_start = True
+        self._tail = b"\n"  # the last bytes of the block seen so far: the terminator may straddle chunks
 
     def feed(self, data: bytes) -> None:
         pos = 0
@@ -126,31 +125,32 @@ class CopyRowCounter:
         if table is not None:
             self._table = table
             self._rows = 0
-            self._carry = b""
-            self._carry_at_line_start = True
+            # A virtual newline: the block may end at once ("\\." right after the COPY line, an empty table).
+            self._tail = b"\n"
 
     def _feed_copy(self, data: bytes, pos: int) -> int:
-        # A virtual newline in front when the undecided bytes begin a line, so that one search finds "\\."
-        # whether it opens the block (empty table) or follows a row.
-        lead = b"\n" if self._carry_at_line_start else b""
-        hay = lead + self._carry + data[pos:]
-        index = hay.find(b"\n\\.\n")
-        if index != -1:
-            self._rows += hay.count(b"\n", len(lead), index + 1)
-            assert self._table is not None
-            self.tables[self._table] = self.tables.get(self._table, 0) + self._rows
-            self._table = None
-            consumed = index + 4 - len(lead) - len(self._carry)
-            self._carry = b""
-            return pos + consumed
-        # No terminator yet: the last 3 bytes may be its start, so they stay undecided.
-        body = hay[len(lead) :]
-        decided = max(0, len(body) - 3)
-        if decided:
-            self._rows += body.count(b"\n", 0, decided)
-            self._carry_at_line_start = body[decided - 1] == 0x0A
-        self._carry = body[decided:]
+        """Count rows up to the block's end; `_rows` counts the newlines seen so far inside the block.
+
+        No copies of the chunk: one search and one count over it, plus a look at the few bytes around the
+        boundary with the previous chunk, where the terminator may straddle.
+        """
+        joint = self._tail + data[pos : pos + 3]
+        at = joint.find(b"\n\\.\n")
+        if at != -1 and at < len(self._tail):
+            return self._end_block(pos + at + 4 - len(self._tail))
+        found = data.find(b"\n\\.\n", pos)
+        if found != -1:
+            self._rows += data.count(b"\n", pos, found + 1)
+            return self._end_block(found + 4)
+        self._rows += data.count(b"\n", pos)
+        self._tail = (self._tail + data[max(pos, len(data) - 3) :])[-3:]
         return len(data)
+
+    def _end_block(self, end: int) -> int:
+        assert self._table is not None
+        self.tables[self._table] = self.tables.get(self._table, 0) + self._rows
+        self._table = None
+        return end
 
 
 @dataclass
@@ -158,7 +158,6 @@ class StreamStats:
     """What the dump held. The stored bytes' size and sha256 come from the storage backend, which sees them."""
 
     raw_bytes: int = 0
-    raw_sha256: str = ""
     tables: dict[str, int] = field(default_factory=dict)
     trailer_seen: bool = False
 
@@ -177,7 +176,6 @@ class ArchiveStream:
         self.compressor = compressor
         self.progress = progress
         self.counter = CopyRowCounter()
-        self.raw_hash = hashlib.sha256()
         self.stats = StreamStats()
         self._tail = b""
         self._finished = False
@@ -192,7 +190,6 @@ class ArchiveStream:
             if not chunk:
                 return self._finish()
             self.stats.raw_bytes += len(chunk)
-            self.raw_hash.update(chunk)
             self.counter.feed(chunk)
             self._tail = (self._tail + chunk[-TRAILER_WINDOW:])[-TRAILER_WINDOW:]
             if self.progress is not None:
@@ -218,7 +215,6 @@ class ArchiveStream:
             )
         self.stats.trailer_seen = True
         self.stats.tables = dict(self.counter.tables)
-        self.stats.raw_sha256 = self.raw_hash.hexdigest()
         self._finished = True
         return self.compressor.flush()
 
@@ -239,62 +235,167 @@ class ArchiveContents:
 
 
 def read_archive(
-    source: IO[bytes], compression: Compression, on_raw: Callable[[bytes], None] | None = None
+    source: IO[bytes],
+    compression: Compression,
+    on_raw: Callable[[bytes], None] | None = None,
+    *,
+    count_rows: bool = True,
 ) -> ArchiveContents:
     """Read a whole archive: checksum the stored bytes, decompress all of it, watch for the trailer.
 
-    Raises VerificationFailed when the compressed data is damaged (a zstd frame checksum or gzip CRC mismatch,
-    or a truncated stream).
+    Memory stays bounded whatever the compression ratio (a 200 MB value of repeated text compresses to almost
+    nothing and must not come back as one 200 MB piece). Raises VerificationFailed when the compressed data is
+    damaged (a zstd frame checksum or gzip CRC mismatch) or cut short.
     """
-    stored_hash = hashlib.sha256()
-    stored = raw = 0
+    stored = _HashingReader(source)
+    raw = 0
     tail = b""
     counter = CopyRowCounter()
-    decompressor = _Decompressor(compression)
-    while chunk := source.read(CHUNK_SIZE):
-        stored += len(chunk)
-        stored_hash.update(chunk)
-        out = decompressor.feed(chunk)
-        if out:
-            raw += len(out)
+    for out in decompressed(stored, compression):
+        raw += len(out)
+        if count_rows:
             counter.feed(out)
-            tail = (tail + out[-TRAILER_WINDOW:])[-TRAILER_WINDOW:]
-            if on_raw is not None:
-                on_raw(out)
-    decompressor.finish()
-    return ArchiveContents(stored, stored_hash.hexdigest(), raw, TRAILER in tail, dict(counter.tables))
+        tail = (tail + out[-TRAILER_WINDOW:])[-TRAILER_WINDOW:]
+        if on_raw is not None:
+            on_raw(out)
+    return ArchiveContents(stored.count, stored.hash.hexdigest(), raw, TRAILER in tail, dict(counter.tables))
 
 
-class _Decompressor:
-    def __init__(self, compression: Compression) -> None:
-        self.compression = compression
-        self._zstd = zstandard.ZstdDecompressor().decompressobj() if compression == "zstd" else None
-        self._zlib = zlib.decompressobj(31) if compression == "gzip" else None
-        self._done = False
+class _HashingReader:
+    """Counts and hashes the stored bytes as the decompressor pulls them."""
 
-    def feed(self, data: bytes) -> bytes:
-        try:
-            if self._zstd is not None:
-                if self._done:
-                    raise VerificationFailed("The archive has data after the end of its zstd frame.")
-                out: bytes = self._zstd.decompress(data)
-                self._done = bool(self._zstd.eof)
-                return out
-            if self._zlib is not None:
-                if self._zlib.eof:
-                    raise VerificationFailed("The archive has data after the end of its gzip stream.")
-                return self._zlib.decompress(data)
-        except zstandard.ZstdError as exc:
-            raise VerificationFailed(f"The archive's zstd data is damaged: {exc}.") from exc
-        except zlib.error as exc:
-            raise VerificationFailed(f"The archive's gzip data is damaged: {exc}.") from exc
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.listener: Callable[[bytes], None] | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(CHUNK_SIZE if size is None or size < 0 else size)
+        self.count += len(data)
+        self.hash.update(data)
+        if self.listener is not None:
+            self.listener(data)
         return data
 
-    def finish(self) -> None:
-        if self._zstd is not None and not self._zstd.eof:
-            raise VerificationFailed("The archive ends in the middle of its zstd frame: it is truncated.")
-        if self._zlib is not None:
-            if not self._zlib.eof:
-                raise VerificationFailed("The archive ends in the middle of its gzip stream: it is truncated.")
-            if self._zlib.unused_data:
+
+def decompressed(reader: _HashingReader, compression: Compression) -> Iterator[bytes]:
+    """The SQL inside, in pieces of at most CHUNK_SIZE."""
+    if compression == "none":
+        while chunk := reader.read(CHUNK_SIZE):
+            yield chunk
+    elif compression == "gzip":
+        yield from _gunzip(reader)
+    else:
+        yield from _unzstd(reader)
+
+
+def _gunzip(reader: _HashingReader) -> Iterator[bytes]:
+    inflater = zlib.decompressobj(31)
+    try:
+        while chunk := reader.read(CHUNK_SIZE):
+            if inflater.eof:
                 raise VerificationFailed("The archive has data after the end of its gzip stream.")
+            # max_length bounds each piece; the rest waits in unconsumed_tail.
+            out = inflater.decompress(chunk, CHUNK_SIZE)
+            while True:
+                if out:
+                    yield out
+                if not inflater.unconsumed_tail:
+                    break
+                out = inflater.decompress(inflater.unconsumed_tail, CHUNK_SIZE)
+            if inflater.unused_data:
+                raise VerificationFailed("The archive has data after the end of its gzip stream.")
+    except zlib.error as exc:
+        raise VerificationFailed(f"The archive's gzip data is damaged: {exc}.") from exc
+    if not inflater.eof:
+        raise VerificationFailed("The archive ends in the middle of its gzip stream: it is truncated.")
+
+
+def _unzstd(reader: _HashingReader) -> Iterator[bytes]:
+    frame = ZstdFrameWalker()
+    reader.listener = frame.feed
+    try:
+        decoder = zstandard.ZstdDecompressor()
+        yield from decoder.read_to_iter(reader, read_size=CHUNK_SIZE, write_size=CHUNK_SIZE)  # type: ignore[arg-type]
+        while reader.read(CHUNK_SIZE):  # the decoder may stop at the frame's end: anything after it is foreign
+            pass
+    except zstandard.ZstdError as exc:
+        raise VerificationFailed(f"The archive's zstd data is damaged: {exc}.") from exc
+    if frame.trailing:
+        raise VerificationFailed("The archive has data after the end of its zstd frame.")
+    if not frame.complete:
+        raise VerificationFailed("The archive ends in the middle of its zstd frame: it is truncated.")
+
+
+class ZstdFrameWalker:
+    """Follows the zstd frame layout (RFC 8878, section 3.1.1) over the compressed bytes.
+
+    The decoder checks every block and the content checksum, but says nothing when the input simply stops; this
+    walker knows whether the frame reached its last block and checksum, and whether anything follows it.
+    """
+
+    def __init__(self) -> None:
+        self._need = 5  # magic number (4) + frame header descriptor (1)
+        self._buffer = b""
+        self._state = "header"
+        self._checksum = False
+        self._last = False
+        self.complete = False
+        self.trailing = False
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.complete:
+                self.trailing = True
+                return
+            if self._state == "skip":
+                step = min(self._need, len(view))
+                self._need -= step
+                view = view[step:]
+                if self._need == 0:
+                    self._after_skip()
+                continue
+            take = min(self._need - len(self._buffer), len(view))
+            self._buffer += bytes(view[:take])
+            view = view[take:]
+            if len(self._buffer) == self._need:
+                self._parse(self._buffer)
+                self._buffer = b""
+
+    def _parse(self, header: bytes) -> None:
+        if self._state == "header":
+            if header[:4] != b"\x28\xb5\x2f\xfd":
+                raise VerificationFailed("The archive does not start with a zstd frame.")
+            descriptor = header[4]
+            single_segment = bool(descriptor & 0x20)
+            self._checksum = bool(descriptor & 0x04)
+            content_size = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+            dictionary = (0, 1, 2, 4)[descriptor & 0x03]
+            self._skip((0 if single_segment else 1) + dictionary + content_size, "block")
+        elif self._state == "block":
+            value = int.from_bytes(header, "little")
+            self._last = bool(value & 1)
+            kind = (value >> 1) & 3
+            size = value >> 3
+            if kind == 3:
+                raise VerificationFailed("The archive's zstd data is damaged: a reserved block type.")
+            self._skip(1 if kind == 1 else size, "block")
+
+    def _skip(self, count: int, then: str) -> None:
+        self._then = then
+        self._state = "skip"
+        self._need = count
+        if count == 0:
+            self._after_skip()
+
+    def _after_skip(self) -> None:
+        if self._then == "block" and not self._last:
+            self._state, self._need = "block", 3
+        elif self._then == "block" and self._checksum:
+            self._then, self._last = "done", False
+            self._state, self._need = "skip", 4
+        else:
+            self._state, self._need = "done", 0
+            self.complete = True
