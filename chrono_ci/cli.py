@@ -172,31 +172,46 @@ def _settings_report(settings: Settings, reporter: Reporter) -> None:
 
 def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | None]) -> None:
     def body(reporter: Reporter) -> int:
-        settings = resolve_settings(cli)
-        reporter.add_secrets(settings.secrets())
-        reporter.step(f"chrono-ci {__version__}: backup {' + '.join(kinds)}")
-        _settings_report(settings, reporter)
+        from time import monotonic
+
+        from chrono_ci.heartbeat import backup_body, heartbeat_config, send_heartbeat
+
+        started = monotonic()
+        # A malformed heartbeat URL stops the run here (exit 2), before anything is dumped.
+        beat = heartbeat_config(os.environ)
+        if beat is not None:
+            reporter.add_secrets(beat.secrets())
         results: list[BackupResult] = []
         failures: list[tuple[str, ChronoError]] = []
-        for kind in kinds:
-            if kind in optional and (settings.supabase if kind == "supabase" else settings.database) is None:
-                reporter.step(f"{kind}: skipped")
-                reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
-                continue
-            reporter.step(f"{kind} backup")
-            # Artifact names are unique per workflow run: two archives in one run need two names.
-            artifact_name = settings.artifact_name
-            if artifact_name and len(kinds) > 1:
-                artifact_name = f"{artifact_name}-{kind}"
-            try:
-                results.append(run_backup(settings, kind, reporter, artifact_name=artifact_name))
-            except ChronoError as error:
-                if len(kinds) == 1:
-                    raise
-                reporter.fail(f"{kind} backup failed")
-                reporter.error(error)
-                failures.append((kind, error))
+        secrets: list[str] = []
+
+        def ping(more: list[tuple[str, ChronoError]]) -> None:
+            if beat is None:
+                return
+            failed = [*failures, *more]
+            document = backup_body(
+                "backup " + ("all" if len(kinds) > 1 else kinds[0]),
+                [r.entry for r in results],
+                failed,
+                monotonic() - started,
+                secrets=secrets,
+            )
+            if send_heartbeat(not failed, document, os.environ, reporter.warn):
+                reporter.ok(f"heartbeat sent ({'failure' if failed else 'success'})")
+
+        try:
+            settings = resolve_settings(cli)
+            secrets = settings.secrets()
+            reporter.add_secrets(secrets)
+            reporter.step(f"chrono-ci {__version__}: backup {' + '.join(kinds)}")
+            _settings_report(settings, reporter)
+            _run_kinds(settings, kinds, optional, results, failures, reporter)
+        except Exception as exc:  # a ChronoError, an interrupt, or a bug: the monitor hears of each
+            error = exc if isinstance(exc, ChronoError) else ChronoError(f"unexpected {type(exc).__name__}")
+            ping([(kinds[0] if len(kinds) == 1 else "backup", error)])
+            raise
         _summary(settings, results, failures, reporter)
+        ping([])
         if State.json_mode:
             reporter.emit_json(
                 {
@@ -212,6 +227,34 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
         return int(failures[0][1].exit_code) if failures else 0
 
     _guarded(body)
+
+
+def _run_kinds(
+    settings: Settings,
+    kinds: list[str],
+    optional: set[str],
+    results: list[BackupResult],
+    failures: list[tuple[str, ChronoError]],
+    reporter: Reporter,
+) -> None:
+    for kind in kinds:
+        if kind in optional and (settings.supabase if kind == "supabase" else settings.database) is None:
+            reporter.step(f"{kind}: skipped")
+            reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
+            continue
+        reporter.step(f"{kind} backup")
+        # Artifact names are unique per workflow run: two archives in one run need two names.
+        artifact_name = settings.artifact_name
+        if artifact_name and len(kinds) > 1:
+            artifact_name = f"{artifact_name}-{kind}"
+        try:
+            results.append(run_backup(settings, kind, reporter, artifact_name=artifact_name))
+        except ChronoError as error:
+            if len(kinds) == 1:
+                raise
+            reporter.fail(f"{kind} backup failed")
+            reporter.error(error)
+            failures.append((kind, error))
 
 
 def _summary(
@@ -659,6 +702,65 @@ def demo(
     from chrono_ci.demo import run_demo
 
     _guarded(lambda reporter: run_demo(Path(backup_dir), reporter))
+
+
+@app.command("status")
+def status(
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            metavar="DURATION",
+            help="Exit 7 when any database's newest good backup is older than this: 26h, 90m, 7d, 1d12h.",
+        ),
+    ] = None,
+    where: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="local|s3",
+            help="local: BACKUP_DIR and its backup_metadata.json; s3: the objects under S3_URL.",
+        ),
+    ] = "local",
+    backup_dir: BackupDir = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The same as the global --json.")] = False,
+) -> None:
+    """Newest good backup of each database: age, size, verification, copies, size trend (exit 7 if stale)."""
+    cli = _cli_values({"backup_dir": backup_dir})
+    State.json_mode = State.json_mode or json_output
+
+    def body(reporter: Reporter) -> int:
+        from datetime import UTC, datetime
+
+        from chrono_ci.errors import ConfigError
+        from chrono_ci.status import build_status, from_folder, from_s3, parse_duration, print_status
+
+        limit = parse_duration(max_age, "--max-age") if max_age is not None else None
+        origin = where.strip().lower()
+        if origin == "s3":
+            url = os.environ.get("S3_URL", "").strip()
+            if not url:
+                raise ConfigError(
+                    "S3_URL is not set: `status --from s3` needs the bucket and prefix to read.",
+                    hint="Set S3_URL=s3://BUCKET/PREFIX and the S3_* and AWS_* variables the backup job uses.",
+                )
+            from chrono_ci.storage.s3 import S3Storage
+
+            reporter.add_secrets(os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+            storage = S3Storage.from_env(url)
+            location, archives = storage.url, from_s3(storage)
+        elif origin == "local":
+            folder = resolve_settings(cli).backup_dir
+            location, archives = str(folder), from_folder(folder)
+        else:
+            raise ConfigError(f"--from={where!r} is not one of local, s3.", hint="Use --from local or --from s3.")
+        report = build_status(archives, datetime.now(UTC), limit)
+        print_status(report, reporter, location)
+        if State.json_mode:
+            reporter.emit_json({**report.as_dict(), "from": origin, "location": location})
+        return 0 if report.ok else int(ExitCode.VERIFY)
+
+    _guarded(body)
 
 
 def _cli_values(values: dict[str, Any]) -> dict[str, str | None]:
