@@ -42,6 +42,7 @@ class ArchiveName:
     stamp: datetime
     seq: int
     compression: str
+    encrypted: bool
 
     @staticmethod
     def parse(name: str) -> ArchiveName | None:
@@ -52,7 +53,7 @@ class ArchiveName:
         compression = "zstd" if ext.endswith(".zst") else "gzip" if ext.endswith(".gz") else "none"
         stamp = datetime.strptime(match["stamp"], "%Y-%m-%d_%H-%M-%S").replace(tzinfo=UTC)
         series = "safety" if match["series"] == "safety_backup" else "backup"
-        return ArchiveName(match["kind"], series, stamp, int(match["seq"] or 1), compression)
+        return ArchiveName(match["kind"], series, stamp, int(match["seq"] or 1), compression, bool(match["enc"]))
 
 
 def archive_name(kind: str, series: str, moment: datetime, extension: str, seq: int = 1) -> str:

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chrono_ci import __version__
+from chrono_ci import __version__, supabase
 from chrono_ci.archive import ArchiveName, Manifest, reserve_archive_name
 from chrono_ci.dump import DumpProcess
 from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
-from chrono_ci.pipeline import EXTENSIONS, ArchiveStream, make_compressor
+from chrono_ci.pipeline import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
 from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, probe_server
 from chrono_ci.report import Reporter, human_size
 from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_retention
@@ -32,6 +32,7 @@ from chrono_ci.settings import Settings
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir
+from chrono_ci.supabase import SupabaseDump
 from chrono_ci.upload import (
     Destination,
     abort_recorded_uploads,
@@ -94,8 +95,12 @@ def run_backup(
     destinations = open_destinations(settings, kind, series, target, env, reporter, artifact_name)
 
     reporter.info(f"connecting to {target.display()}")
+    if kind == "supabase":
+        supabase.diagnose_url(target)
     server = probe_server(target)
     tools = choose_pg_tools(server, settings.pg_bin_dir)
+    if kind == "supabase":
+        supabase.check_read_privileges(target)
     reporter.ok(
         f"PostgreSQL {server.version} ({server.database} as {server.user}); "
         f"pg_dump {tools.version} from {tools.origin} ({tools.bin_dir})"
@@ -103,15 +108,20 @@ def run_backup(
 
     created = clock()
     created_iso = created.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    extension = EXTENSIONS[settings.compression]
+    encryption = settings.encryption
+    extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
     name, marker = reserve_archive_name(folder, kind, series, created, extension)
     metadata = remote_metadata(kind, series, source_id(target), created_iso, settings.compression)
     started = time.monotonic()
     try:
-        dump = DumpProcess(tools, target)
+        dump = SupabaseDump(tools, target) if kind == "supabase" else DumpProcess(tools, target)
         stream = ArchiveStream(
             dump,
-            make_compressor(settings.compression, settings.compression_level),
+            make_stages(
+                settings.compression,
+                settings.compression_level,
+                encryption.encryptor() if encryption.enabled else None,
+            ),
             progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
         )
         try:
@@ -149,6 +159,9 @@ def run_backup(
         "compression": settings.compression,
         "compression_level": settings.compression_level if settings.compression != "none" else None,
         "format": "plain",
+        "profile": "supabase" if isinstance(dump, SupabaseDump) else "postgres",
+        "parts": dump.parts if isinstance(dump, SupabaseDump) else ["schema", "data"],
+        "encryption": encryption.method,
         "server_version": server.version,
         "pg_dump_version": tools.version,
         "duration_seconds": round(duration, 3),
@@ -173,6 +186,11 @@ def run_backup(
         )
     entry["verified"] = {"level": "check", "ok": True, "at": _now_iso(clock)}
     reporter.ok(f"integrity check passed: {', '.join(c.name for c in check.checks if c.ok)}")
+    unchecked = [c for c in check.checks if c.ok is None]
+    for item in unchecked:
+        reporter.info(f"{item.name}: {item.detail}")
+    if unchecked:
+        entry["verified"]["not_checked"] = [c.name for c in unchecked]
 
     entry["uploads"] = [_upload_record(d, name, entry["sha256"]) for d in destinations if d.target != "local"]
     for upload in entry["uploads"]:
@@ -187,7 +205,12 @@ def run_backup(
         reporter.info("restore-verification: restoring into a scratch database")
         with _local_archive(primary, name, path) as local_path:
             proof = restore_verify(
-                local_path, settings.compression, stats.tables, settings.scratch, settings.pg_bin_dir
+                local_path,
+                settings.compression,
+                stats.tables,
+                settings.scratch,
+                settings.pg_bin_dir,
+                decrypt=_decrypt_for_check(settings),
             )
         entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}
         (reporter.ok if proof.ok else reporter.fail)(f"restore-verification: {proof.summary()}")
@@ -219,6 +242,8 @@ def run_backup(
     for destination in destinations:
         if destination.target == "s3":
             removed += _rotate_remote(destination, entry, settings.retention, clock(), reporter)
+    if kind == "supabase":
+        reporter.info(supabase.summary_line())
     return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed)
 
 
@@ -269,11 +294,29 @@ def _mask_for(environ: Mapping[str, str], reporter: Reporter) -> Callable[[str],
 def _check_primary(primary: Destination, name: str, settings: Settings, entry: dict[str, Any]) -> IntegrityReport:
     # The row counts were taken from these very bytes a moment ago: the check proves the stored file (checksum,
     # full decompression, trailer, size) without paying for the count twice.
+    encrypted = settings.encryption.enabled
+    decrypt = _decrypt_for_check(settings)
     if primary.target == "local":
-        return check_archive(settings.backup_dir / name, settings.compression, entry, count_rows=False)
+        return check_archive(
+            settings.backup_dir / name,
+            settings.compression,
+            entry,
+            count_rows=False,
+            encrypted=encrypted,
+            decrypt=decrypt,
+        )
     # Kept nowhere locally: read it back from where it went, in full.
     with primary.storage.open(name) as handle:
-        return check_stream(handle, name, settings.compression, entry, count_rows=False)
+        return check_stream(
+            handle, name, settings.compression, entry, count_rows=False, encrypted=encrypted, decrypt=decrypt
+        )
+
+
+def _decrypt_for_check(settings: Settings) -> Callable[[], Any] | None:
+    """With only public keys (recipients), the new archive cannot be decrypted here: the check proves its
+    checksum and says the rest was not checked."""
+    encryption = settings.encryption
+    return encryption.decryptor if encryption.enabled and encryption.can_decrypt else None
 
 
 @contextlib.contextmanager

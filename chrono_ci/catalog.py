@@ -33,6 +33,10 @@ class ArchiveFile:
         return "zstd" if value == "zstd" else "gzip" if value == "gzip" else "none"
 
     @property
+    def encrypted(self) -> bool:
+        return self.name.encrypted
+
+    @property
     def kind(self) -> str:
         return str((self.entry or {}).get("kind") or self.name.kind)
 

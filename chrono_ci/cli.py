@@ -19,7 +19,7 @@ from chrono_ci.backup import BackupResult, run_backup
 from chrono_ci.catalog import ArchiveFile
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Interrupted, ObjectNotFound
 from chrono_ci.report import Reporter, human_size
-from chrono_ci.settings import Settings, resolve_settings
+from chrono_ci.settings import Encryption, Settings, resolve_settings
 from chrono_ci.verify import IntegrityReport, check_archive
 
 app = typer.Typer(
@@ -168,6 +168,10 @@ def _settings_report(settings: Settings, reporter: Reporter) -> None:
     reporter.info(f"compression: {settings.compression}{level}")
     reporter.info(f"rotation: newest {settings.max_backups} per database")
     reporter.info(f"verification: {settings.verify}")
+    if settings.encryption.enabled:
+        count = len(settings.encryption.recipients)
+        to = f"{count} recipient(s)" if count else "a passphrase"
+        reporter.info(f"encryption: age, to {to}")
 
 
 def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | None]) -> None:
@@ -370,7 +374,9 @@ def backup_test(backup_dir: BackupDir = None) -> None:
                 f"No backup to test in {settings.backup_dir}: backup_metadata.json lists none.",
                 hint="Make one with `chrono-ci backup postgres`, or set BACKUP_DIR to the folder holding them.",
             )
-        reports = [_test_one(settings.backup_dir, entry, reporter) for _, entry in sorted(newest.items())]
+        reports = [
+            _test_one(settings.backup_dir, entry, settings.encryption, reporter) for _, entry in sorted(newest.items())
+        ]
         if State.json_mode:
             reporter.emit_json({"ok": all(r.ok for r in reports), "results": [r.as_dict() for r in reports]})
         return 0 if all(r.ok for r in reports) else int(ExitCode.VERIFY)
@@ -378,9 +384,16 @@ def backup_test(backup_dir: BackupDir = None) -> None:
     _guarded(body)
 
 
-def _test_one(folder: Path, entry: dict[str, Any], reporter: Reporter) -> IntegrityReport:
+def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, reporter: Reporter) -> IntegrityReport:
     reporter.step(f"{entry.get('kind')}: {entry['file']}")
-    report = check_archive(folder / entry["file"], entry.get("compression", "none"), entry)
+    encrypted = str(entry["file"]).endswith(".age")
+    report = check_archive(
+        folder / entry["file"],
+        entry.get("compression", "none"),
+        entry,
+        encrypted=encrypted,
+        decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
+    )
     print_checks(report, reporter)
     return report
 
@@ -507,14 +520,19 @@ def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, repor
     from chrono_ci.scratch import restore_verify
 
     reporter.step(f"testing {archive.path}")
-    report = check_archive(archive.path, archive.compression, archive.entry)
+    decrypt = settings.encryption.decrypt_for(archive.encrypted)
+    report = check_archive(
+        archive.path, archive.compression, archive.entry, encrypted=archive.encrypted, decrypt=decrypt
+    )
     print_checks(report, reporter)
     document: dict[str, Any] = report.as_dict()
     ok = report.ok
     if restore and report.contents is not None:
         reporter.step("restore-verification")
         tables = dict((archive.entry or {}).get("tables") or report.contents.tables)
-        proof = restore_verify(archive.path, archive.compression, tables, settings.scratch, settings.pg_bin_dir)
+        proof = restore_verify(
+            archive.path, archive.compression, tables, settings.scratch, settings.pg_bin_dir, decrypt=decrypt
+        )
         (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
         document["restore"] = proof.as_dict()
         ok = ok and proof.ok

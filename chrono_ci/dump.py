@@ -10,12 +10,29 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Protocol
 
 from chrono_ci.errors import DumpFailed
 from chrono_ci.postgres import DatabaseTarget, PgTools
 
 STDERR_KEEP = 64 * 1024
+
+
+class DumpSource(Protocol):
+    """What the pipeline needs from a dump: a stream, an exit status, and an explanation when it failed."""
+
+    target: DatabaseTarget
+
+    @property
+    def stdout(self) -> IO[bytes]: ...
+
+    def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+    def stderr_text(self) -> str: ...
+
+    def failure(self, code: int) -> DumpFailed: ...
 
 
 class DumpProcess:

@@ -7,6 +7,7 @@ It listens on 127.0.0.1 with password authentication, so that passwords travel t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -70,7 +71,9 @@ def _install_tree_for(user: pwd.struct_passwd, bin_dir: Path) -> Path:
     if _reachable_by(user, bin_dir / "postgres"):
         return bin_dir
     source = bin_dir.parent
-    digest = str(abs(hash((str(source), (bin_dir / "postgres").stat().st_mtime_ns))))
+    # A stable name (str hashes change with every process) so that every run reuses one copy.
+    stamp = f"{source}:{(bin_dir / 'postgres').stat().st_mtime_ns}".encode()
+    digest = hashlib.sha256(stamp).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / f"chrono-ci-pginstall-{digest}"
     if not (target / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="chrono-ci-pginstall-"))

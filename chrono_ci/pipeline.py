@@ -20,7 +20,7 @@ from typing import IO, Protocol
 
 import zstandard
 
-from chrono_ci.dump import DumpProcess
+from chrono_ci.dump import DumpSource
 from chrono_ci.errors import DumpFailed, VerificationFailed
 from chrono_ci.settings import Compression
 from chrono_ci.storage.base import CHUNK_SIZE
@@ -30,6 +30,7 @@ TRAILER_WINDOW = 4096  # the trailer is followed only by a few comment and \unre
 F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe lets pg_dump run ahead while we compress
 
 EXTENSIONS: dict[Compression, str] = {"zstd": ".sql.zst", "gzip": ".sql.gz", "none": ".sql"}
+ENCRYPTED_SUFFIX = ".age"
 
 
 class Compressor(Protocol):
@@ -44,6 +45,26 @@ class _Identity:
 
     def flush(self) -> bytes:
         return b""
+
+
+class _Chain:
+    """Two stages as one: the compressor's output goes through the encryptor."""
+
+    def __init__(self, first: Compressor, second: Compressor) -> None:
+        self.first = first
+        self.second = second
+
+    def compress(self, data: bytes) -> bytes:
+        return self.second.compress(self.first.compress(data))
+
+    def flush(self) -> bytes:
+        return self.second.compress(self.first.flush()) + self.second.flush()
+
+
+def make_stages(compression: Compression, level: int, encryptor: Compressor | None = None) -> Compressor:
+    """The stored form: compressed, then (optionally) encrypted with age before it touches disk or network."""
+    compressor = make_compressor(compression, level)
+    return compressor if encryptor is None else _Chain(compressor, encryptor)
 
 
 def make_compressor(compression: Compression, level: int) -> Compressor:
@@ -167,7 +188,7 @@ class ArchiveStream:
 
     def __init__(
         self,
-        dump: DumpProcess,
+        dump: DumpSource,
         compressor: Compressor,
         progress: Callable[[int], None] | None = None,
     ) -> None:
@@ -240,6 +261,7 @@ def read_archive(
     on_raw: Callable[[bytes], None] | None = None,
     *,
     count_rows: bool = True,
+    decryptor: Decryptor | None = None,
 ) -> ArchiveContents:
     """Read a whole archive: checksum the stored bytes, decompress all of it, watch for the trailer.
 
@@ -248,10 +270,11 @@ def read_archive(
     damaged (a zstd frame checksum or gzip CRC mismatch) or cut short.
     """
     stored = _HashingReader(source)
+    plain: Readable = stored if decryptor is None else _DecryptingReader(stored, decryptor)
     raw = 0
     tail = b""
     counter = CopyRowCounter()
-    for out in decompressed(stored, compression):
+    for out in decompressed(plain, compression):
         raw += len(out)
         if count_rows:
             counter.feed(out)
@@ -261,6 +284,16 @@ def read_archive(
     return ArchiveContents(stored.count, stored.hash.hexdigest(), raw, TRAILER in tail, dict(counter.tables))
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Decryptor(Protocol):
+    def update(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> None: ...
+
+
 class _HashingReader:
     """Counts and hashes the stored bytes as the decompressor pulls them."""
 
@@ -268,18 +301,47 @@ class _HashingReader:
         self.source = source
         self.hash = hashlib.sha256()
         self.count = 0
-        self.listener: Callable[[bytes], None] | None = None
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1, /) -> bytes:
         data = self.source.read(CHUNK_SIZE if size is None or size < 0 else size)
         self.count += len(data)
         self.hash.update(data)
-        if self.listener is not None:
-            self.listener(data)
         return data
 
 
-def decompressed(reader: _HashingReader, compression: Compression) -> Iterator[bytes]:
+class _DecryptingReader:
+    """The age layer, undone as the decompressor pulls: only authenticated plaintext comes out."""
+
+    def __init__(self, source: Readable, decryptor: Decryptor) -> None:
+        self.source = source
+        self.decryptor = decryptor
+        self.done = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        while not self.done:
+            chunk = self.source.read(CHUNK_SIZE)
+            if not chunk:
+                self.decryptor.finish()  # raises on a cut or extended stream
+                self.done = True
+                return b""
+            out = self.decryptor.update(chunk)
+            if out:
+                return out
+        return b""
+
+
+class _Tap:
+    def __init__(self, source: Readable, listener: Callable[[bytes], None]) -> None:
+        self.source = source
+        self.listener = listener
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.source.read(size)
+        self.listener(data)
+        return data
+
+
+def decompressed(reader: Readable, compression: Compression) -> Iterator[bytes]:
     """The SQL inside, in pieces of at most CHUNK_SIZE."""
     if compression == "none":
         while chunk := reader.read(CHUNK_SIZE):
@@ -290,7 +352,7 @@ def decompressed(reader: _HashingReader, compression: Compression) -> Iterator[b
         yield from _unzstd(reader)
 
 
-def _gunzip(reader: _HashingReader) -> Iterator[bytes]:
+def _gunzip(reader: Readable) -> Iterator[bytes]:
     inflater = zlib.decompressobj(31)
     try:
         while chunk := reader.read(CHUNK_SIZE):
@@ -312,9 +374,9 @@ def _gunzip(reader: _HashingReader) -> Iterator[bytes]:
         raise VerificationFailed("The archive ends in the middle of its gzip stream: it is truncated.")
 
 
-def _unzstd(reader: _HashingReader) -> Iterator[bytes]:
+def _unzstd(source: Readable) -> Iterator[bytes]:
     frame = ZstdFrameWalker()
-    reader.listener = frame.feed
+    reader = _Tap(source, frame.feed)
     try:
         decoder = zstandard.ZstdDecompressor()
         yield from decoder.read_to_iter(reader, read_size=CHUNK_SIZE, write_size=CHUNK_SIZE)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chrono_ci import supabase
 from chrono_ci.backup import BackupResult, run_backup, target_for
 from chrono_ci.catalog import ArchiveFile
 from chrono_ci.errors import Refused, RestoreFailed, VerificationFailed
@@ -20,7 +21,7 @@ from chrono_ci.report import Reporter
 from chrono_ci.scratch import compare_counts, count_tables
 from chrono_ci.settings import Settings
 from chrono_ci.sqlrestore import run_sql_restore
-from chrono_ci.verify import IntegrityReport, check_archive
+from chrono_ci.verify import DecryptorFactory, IntegrityReport, check_archive
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
@@ -93,8 +94,10 @@ def drop_schemas_sql(schemas: list[SchemaState], server_major: int) -> str:
     return "\n".join(statements)
 
 
-def integrity_first(archive: ArchiveFile, reporter: Reporter) -> IntegrityReport:
-    report = check_archive(archive.path, archive.compression, archive.entry)
+def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
+    report = check_archive(
+        archive.path, archive.compression, archive.entry, encrypted=archive.encrypted, decrypt=decrypt
+    )
     for check in report.checks:
         (reporter.ok if check.ok else reporter.info if check.ok is None else reporter.fail)(
             f"{check.name}: {check.detail}"
@@ -113,8 +116,11 @@ def plan_restore(settings: Settings, archive: ArchiveFile, target: DatabaseTarge
     server = probe_server(target)
     tools = choose_pg_tools(server, settings.pg_bin_dir)
     schemas = user_schemas(target)
+    extra: list[str] = []
+    if supabase.is_supabase_archive(archive):  # Supabase's managed schemas stay; only user schemas are replaced
+        schemas, extra = supabase.plan_restore(target, schemas, archive)
     plan = RestorePlan(archive, target, server, tools, schemas)
-    plan.problems = restore_rights_problems(target, schemas)
+    plan.problems = restore_rights_problems(target, schemas) + extra
     return plan
 
 
@@ -165,7 +171,9 @@ def run_restore(
     ask: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     reporter.step(f"1. integrity test of {archive.path.name}")
-    integrity = integrity_first(archive, reporter)
+    # A missing or wrong key stops here, before the target is even looked at.
+    decrypt = settings.encryption.decrypt_for(archive.encrypted)
+    integrity = integrity_first(archive, reporter, decrypt)
     assert integrity.contents is not None
     tables = dict((archive.entry or {}).get("tables") or integrity.contents.tables)
 
@@ -195,6 +203,9 @@ def run_restore(
     result["safety_backup"] = safety.entry["file"]
 
     reporter.step("5. restore, in one transaction")
+    preamble = drop_schemas_sql(plan.schemas, plan.server.major)
+    if supabase.is_supabase_archive(archive):
+        preamble = supabase.restore_sql(plan.target, plan.schemas, tables)
     try:
         run_sql_restore(
             archive.path,
@@ -202,7 +213,8 @@ def run_restore(
             plan.target,
             plan.tools,
             plan.server.major,
-            preamble=drop_schemas_sql(plan.schemas, plan.server.major),
+            preamble=preamble,
+            decrypt=decrypt,
         )
     except RestoreFailed as failure:
         failure.hint = f"{failure.hint} The safety backup {safety.entry['file']} holds the database as it was."

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chrono_ci.embedded import EmbeddedServer
 from chrono_ci.errors import ChronoError, RestoreFailed
+from chrono_ci.pipeline import Decryptor
 from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, connect, parse_database_url, probe_server
 from chrono_ci.settings import Compression
 from chrono_ci.sqlrestore import MissingExtensions, run_sql_restore
@@ -100,12 +101,13 @@ def restore_verify(
     tables: dict[str, int],
     scratch: DatabaseTarget | None,
     pg_bin_dir: Path | None = None,
+    decrypt: Callable[[], Decryptor] | None = None,
 ) -> RestoreCheck:
     with scratch_database(scratch) as (target, where):
         server = probe_server(target)
         tools = choose_pg_tools(server, pg_bin_dir)
         try:
-            run_sql_restore(archive, compression, target, tools, server.major)
+            run_sql_restore(archive, compression, target, tools, server.major, decrypt=decrypt)
         except MissingExtensions as failure:
             return RestoreCheck(False, where, missing_extensions=failure.names, error=failure.message)
         except RestoreFailed as failure:

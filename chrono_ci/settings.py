@@ -91,6 +91,9 @@ OPTIONS: dict[str, Option] = {
         Option("keep_daily", "KEEP_DAILY", "--keep-daily"),
         Option("keep_weekly", "KEEP_WEEKLY", "--keep-weekly"),
         Option("keep_monthly", "KEEP_MONTHLY", "--keep-monthly"),
+        Option("encryption_recipients", "BACKUP_ENCRYPTION_RECIPIENTS", "--encryption-recipients"),
+        Option("encryption_passphrase", "BACKUP_ENCRYPTION_PASSPHRASE", "--encryption-passphrase", secret=True),
+        Option("encryption_identity", "BACKUP_ENCRYPTION_IDENTITY", "--encryption-identity", secret=True),
     )
 }
 
@@ -114,6 +117,7 @@ class Settings:
     keep_local: bool = True
     artifact_name: str | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    encryption: Encryption = field(default_factory=lambda: Encryption())
     # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -123,6 +127,7 @@ class Settings:
         for target in (self.database, self.supabase, self.scratch, self.restore_target):
             if target is not None:
                 found.extend(target.secrets())
+        found.extend(self.encryption.secrets())
         return found
 
 
@@ -204,7 +209,16 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
         keep_weekly=take("keep_weekly", parse_count, 0),
         keep_monthly=take("keep_monthly", parse_count, 0),
     )
+    encryption = _encryption(cli, env)
+    if verify == "restore" and encryption.recipients and not encryption.can_decrypt:
+        raise ConfigError(
+            "BACKUP_VERIFY=restore needs to decrypt the new archive, and only BACKUP_ENCRYPTION_RECIPIENTS "
+            "(public keys) is set.",
+            hint="Also give BACKUP_ENCRYPTION_IDENTITY (the matching secret key, from a CI secret), or use "
+            "BACKUP_VERIFY=check.",
+        )
     return Settings(
+        encryption=encryption,
         database=_url("database_url", cli, env),
         supabase=_url("supabase_db_url", cli, env),
         backup_dir=backup_dir,
@@ -222,6 +236,105 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
         retention=retention,
         sources=sources,
     )
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """age encryption in force: recipients or a passphrase to encrypt; identities or a passphrase to decrypt."""
+
+    recipients: tuple[Any, ...] = ()
+    passphrase: str | None = field(default=None, repr=False)
+    identities: tuple[Any, ...] = field(default=(), repr=False)
+    identity_text: str | None = field(default=None, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients) or self.passphrase is not None
+
+    @property
+    def can_decrypt(self) -> bool:
+        return bool(self.identities) or self.passphrase is not None
+
+    @property
+    def method(self) -> str | None:
+        return "age-scrypt" if self.passphrase is not None else "age-x25519" if self.recipients else None
+
+    def encryptor(self) -> Any:
+        from chrono_ci.age import Encryptor
+
+        return Encryptor(recipients=self.recipients, passphrase=self.passphrase)
+
+    def decryptor(self) -> Any:
+        """A fresh age Decryptor; a missing key is a clear error before anything is read."""
+        from chrono_ci.age import Decryptor
+
+        if not self.can_decrypt:
+            raise ConfigError(
+                "The archive is encrypted (.age) and no key to decrypt it was given.",
+                hint="Set BACKUP_ENCRYPTION_IDENTITY (the AGE-SECRET-KEY-1... key or a file holding it) or "
+                "BACKUP_ENCRYPTION_PASSPHRASE. Nothing was touched.",
+            )
+        return Decryptor(identities=self.identities, passphrase=self.passphrase)
+
+    def decrypt_for(self, encrypted: bool) -> Callable[[], Any] | None:
+        """What readers of an archive take: None for a plain archive, else a maker of fresh Decryptors.
+
+        Asking for it checks the key is there, so a missing key stops a command before anything is touched.
+        """
+        if not encrypted:
+            return None
+        self.decryptor()
+        return self.decryptor
+
+    def secrets(self) -> list[str]:
+        found = [self.passphrase] if self.passphrase else []
+        if self.identity_text:
+            found += [line.strip() for line in self.identity_text.splitlines() if line.strip().startswith("AGE-")]
+        return found
+
+
+def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryption:
+    from chrono_ci import age
+
+    for name in ("encryption_recipients", "encryption_passphrase", "encryption_identity"):
+        variable = OPTIONS[name].env
+        # A CI secret that does not exist expands to "": that is a request for encryption that cannot be
+        # honoured, never a reason to write the backup in the clear.
+        if cli.get(name) is None and variable in env and not env[variable].strip():
+            raise ConfigError(
+                f"{variable} is set but empty.",
+                hint=f"A missing or misspelled CI secret expands to an empty value. Give {variable} its value, or "
+                "remove the variable to back up without encryption.",
+            )
+    recipients_text, _ = _pick("encryption_recipients", cli, env)
+    passphrase, passphrase_label = _pick("encryption_passphrase", cli, env)
+    identity_text, identity_label = _pick("encryption_identity", cli, env)
+    for value, label in ((passphrase, passphrase_label), (identity_text, identity_label)):
+        if value is not None and label.startswith("--"):
+            raise ConfigError(
+                f"{label} is a secret; secrets are not accepted on the command line.",
+                hint=f"Set {OPTIONS['encryption_passphrase' if 'pass' in label else 'encryption_identity'].env} "
+                "in the environment instead.",
+            )
+    if recipients_text is not None and passphrase is not None:
+        raise ConfigError(
+            "BACKUP_ENCRYPTION_RECIPIENTS and BACKUP_ENCRYPTION_PASSPHRASE are both set.",
+            hint="age encrypts either to recipients (public keys) or with a passphrase: set only one.",
+        )
+    recipients = tuple(age.parse_recipients(recipients_text)) if recipients_text is not None else ()
+    if identity_text is not None and not identity_text.strip().startswith("AGE-SECRET-KEY-"):
+        # Not a key: the path of a file that holds one (as `age -i FILE` takes).
+        path = Path(identity_text.strip()).expanduser()
+        try:
+            identity_text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                "BACKUP_ENCRYPTION_IDENTITY is neither an AGE-SECRET-KEY-1... key nor a readable file "
+                f"({exc.strerror}).",
+                hint="Give the secret key itself (from a CI secret) or the path of a file that holds it.",
+            ) from None
+    identities = tuple(age.parse_identities(identity_text)) if identity_text is not None else ()
+    return Encryption(recipients, passphrase, identities, identity_text)
 
 
 def parse_count(raw: str, label: str) -> int:

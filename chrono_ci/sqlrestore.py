@@ -16,11 +16,12 @@ import re
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from chrono_ci.errors import RestoreFailed
-from chrono_ci.pipeline import read_archive
+from chrono_ci.pipeline import Decryptor, read_archive
 from chrono_ci.postgres import DatabaseTarget, PgTools
 from chrono_ci.settings import Compression
 
@@ -96,6 +97,7 @@ def run_sql_restore(
     server_major: int,
     *,
     preamble: str = "",
+    decrypt: Callable[[], Decryptor] | None = None,
 ) -> SqlRestoreResult:
     """Restore `archive` into `target` in one transaction; raise RestoreFailed (target untouched) on any error."""
     sql_filter = SqlFilter(server_major, tools.version)
@@ -133,7 +135,7 @@ def run_sql_restore(
             stdin.write(b"BEGIN;\n")
             if preamble:
                 stdin.write(preamble.encode() + b"\n")
-            read_archive(handle, compression, on_raw=send)
+            read_archive(handle, compression, on_raw=send, decryptor=decrypt() if decrypt is not None else None)
             stdin.write(sql_filter.finish())
             # Only now, with every byte read and checked: an interrupted restore never reaches this line.
             stdin.write(b"\nCOMMIT;\n")

@@ -8,12 +8,15 @@ dump streamed. Restore-verification (a real restore into a scratch database) bui
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from chrono_ci.age import AgeError, AgeKeyError
 from chrono_ci.errors import VerificationFailed
-from chrono_ci.pipeline import ArchiveContents, read_archive
+from chrono_ci.pipeline import ArchiveContents, Decryptor, read_archive
 from chrono_ci.settings import Compression
 
 
@@ -45,8 +48,17 @@ class IntegrityReport:
         }
 
 
+DecryptorFactory = Callable[[], Decryptor]
+
+
 def check_archive(
-    path: Path, compression: Compression, entry: dict[str, Any] | None, *, count_rows: bool = True
+    path: Path,
+    compression: Compression,
+    entry: dict[str, Any] | None,
+    *,
+    count_rows: bool = True,
+    encrypted: bool = False,
+    decrypt: DecryptorFactory | None = None,
 ) -> IntegrityReport:
     try:
         handle = path.open("rb")
@@ -55,19 +67,37 @@ def check_archive(
         report.checks.append(Check("readable", False, f"cannot open {path}: {exc.strerror}"))
         return report
     with handle:
-        return check_stream(handle, path.name, compression, entry, count_rows=count_rows)
+        return check_stream(
+            handle, path.name, compression, entry, count_rows=count_rows, encrypted=encrypted, decrypt=decrypt
+        )
 
 
 def check_stream(
-    handle: IO[bytes], name: str, compression: Compression, entry: dict[str, Any] | None, *, count_rows: bool = True
+    handle: IO[bytes],
+    name: str,
+    compression: Compression,
+    entry: dict[str, Any] | None,
+    *,
+    count_rows: bool = True,
+    encrypted: bool = False,
+    decrypt: DecryptorFactory | None = None,
 ) -> IntegrityReport:
-    """The integrity check on any readable stream of the stored archive (a local file, an S3 download)."""
+    """The integrity check on any readable stream of the stored archive (a local file, an S3 download).
+
+    An encrypted archive is decrypted on the way (every age chunk is authenticated); without a key, only its
+    checksum can be proven, and the report says so.
+    """
     report = IntegrityReport(file=name)
     counted = _CountingReader(handle)
+    if encrypted and decrypt is None:
+        return _checksum_only(counted, name, entry, report)
     try:
-        contents = read_archive(counted, compression, count_rows=count_rows)  # type: ignore[arg-type]
-    except VerificationFailed as exc:
-        report.checks.append(Check("decompression", False, exc.message))
+        decryptor = decrypt() if decrypt is not None else None
+        contents = read_archive(counted, compression, count_rows=count_rows, decryptor=decryptor)  # type: ignore[arg-type]
+    except AgeKeyError:
+        raise  # a wrong or missing key is not damage: stop and say which key
+    except (VerificationFailed, AgeError) as exc:
+        report.checks.append(Check("decryption" if isinstance(exc, AgeError) else "decompression", False, exc.message))
         if entry is not None:
             with contextlib.suppress(OSError):
                 while counted.read(1 << 20):
@@ -107,6 +137,27 @@ def check_stream(
                 if not differ
                 else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
             )
+    return report
+
+
+def _checksum_only(
+    counted: _CountingReader, name: str, entry: dict[str, Any] | None, report: IntegrityReport
+) -> IntegrityReport:
+    digest = hashlib.sha256()
+    while chunk := counted.read(1 << 20):
+        digest.update(chunk)
+    expected = (entry or {}).get("sha256")
+    if expected is None:
+        report.checks.append(Check("checksum", None, "no metadata entry to compare with"))
+    elif expected == digest.hexdigest():
+        report.checks.append(Check("checksum", True, f"sha256 {expected[:16]}... matches the metadata"))
+    else:
+        report.checks.append(
+            Check("checksum", False, f"sha256 {digest.hexdigest()} differs from the metadata's {expected}")
+        )
+    report.checks.append(
+        Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY or passphrase to decrypt it with")
+    )
     return report
 
 
