@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from chrono_ci.errors import ChronoError, ConfigError, ExitCode
+from chrono_ci.errors import AgeError, AgeKeyError
 
 RECIPIENTS_ENV = "BACKUP_ENCRYPTION_RECIPIENTS"
 IDENTITY_ENV = "BACKUP_ENCRYPTION_IDENTITY"
@@ -51,18 +51,6 @@ _DAMAGED_HINT = (
     "The archive is damaged or was modified after it was written. Restore from another copy of it; "
     "do not trust any of its contents."
 )
-
-
-class AgeError(ChronoError):
-    """An age file that cannot be read: damage exits VERIFY, a key that does not fit exits CONFIG."""
-
-    exit_code = ExitCode.VERIFY
-
-
-class AgeKeyError(AgeError, ConfigError):
-    """A key, identity or passphrase that does not parse or does not fit the file: a setting to fix."""
-
-    exit_code = ExitCode.CONFIG
 
 
 # --- Bech32 (BIP 173, without its 90-character limit, as "Conventions used in this document" says) ---

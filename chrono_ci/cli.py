@@ -178,11 +178,14 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
     def body(reporter: Reporter) -> int:
         from time import monotonic
 
-        from chrono_ci.heartbeat import backup_body, heartbeat_config, send_heartbeat
-
         started = monotonic()
-        # A malformed heartbeat URL stops the run here (exit 2), before anything is dumped.
-        beat = heartbeat_config(os.environ)
+        beat = None
+        # Only with a heartbeat configured: its HTTP stack (ssl included) costs several MB of memory.
+        if "HEARTBEAT_URL" in os.environ or "HEARTBEAT_FAIL_URL" in os.environ:
+            from chrono_ci.heartbeat import heartbeat_config
+
+            # A malformed heartbeat URL stops the run here (exit 2), before anything is dumped.
+            beat = heartbeat_config(os.environ)
         if beat is not None:
             reporter.add_secrets(beat.secrets())
         results: list[BackupResult] = []
@@ -192,6 +195,8 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
         def ping(more: list[tuple[str, ChronoError]]) -> None:
             if beat is None:
                 return
+            from chrono_ci.heartbeat import backup_body, send_heartbeat
+
             failed = [*failures, *more]
             document = backup_body(
                 "backup " + ("all" if len(kinds) > 1 else kinds[0]),

@@ -76,6 +76,22 @@ class Refused(ChronoError):
     exit_code = ExitCode.REFUSED
 
 
+class AgeError(ChronoError):
+    """An age file that cannot be read: damage exits VERIFY, a key that does not fit exits CONFIG.
+
+    Defined here, not in chrono_ci.age, so that code which only handles it need not load the cryptography
+    library (several MB of memory in every run).
+    """
+
+    exit_code = ExitCode.VERIFY
+
+
+class AgeKeyError(AgeError, ConfigError):
+    """A key, identity or passphrase that does not parse or does not fit the file: a setting to fix."""
+
+    exit_code = ExitCode.CONFIG
+
+
 class Interrupted(ChronoError):
     """Raised from a signal handler so that every `finally` cleans up before the process exits."""
 

@@ -294,8 +294,6 @@ class Encryption:
 
 
 def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryption:
-    from chrono_ci import age
-
     for name in ("encryption_recipients", "encryption_passphrase", "encryption_identity"):
         variable = OPTIONS[name].env
         # A CI secret that does not exist expands to "": that is a request for encryption that cannot be
@@ -321,6 +319,11 @@ def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryp
             "BACKUP_ENCRYPTION_RECIPIENTS and BACKUP_ENCRYPTION_PASSPHRASE are both set.",
             hint="age encrypts either to recipients (public keys) or with a passphrase: set only one.",
         )
+    if recipients_text is None and passphrase is None and identity_text is None:
+        # No encryption asked for: the cryptography library (several MB of memory) is not even loaded.
+        return Encryption()
+    from chrono_ci import age
+
     recipients = tuple(age.parse_recipients(recipients_text)) if recipients_text is not None else ()
     if identity_text is not None and not identity_text.strip().startswith("AGE-SECRET-KEY-"):
         # Not a key: the path of a file that holds one (as `age -i FILE` takes).

@@ -135,7 +135,14 @@ def run_sql_restore(
             stdin.write(b"BEGIN;\n")
             if preamble:
                 stdin.write(preamble.encode() + b"\n")
-            read_archive(handle, compression, on_raw=send, decryptor=decrypt() if decrypt is not None else None)
+            # The rows are counted on the server afterwards; counting them here too would only cost CPU.
+            read_archive(
+                handle,
+                compression,
+                on_raw=send,
+                count_rows=False,
+                decryptor=decrypt() if decrypt is not None else None,
+            )
             stdin.write(sql_filter.finish())
             # Only now, with every byte read and checked: an interrupted restore never reaches this line.
             stdin.write(b"\nCOMMIT;\n")

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from chrono_ci.age import AgeError, AgeKeyError
-from chrono_ci.errors import VerificationFailed
+from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
 from chrono_ci.pipeline import ArchiveContents, Decryptor, read_archive
 from chrono_ci.settings import Compression
 
