@@ -243,8 +243,11 @@ def test_s3_killed_during_the_upload(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
+    # Random hex barely compresses: a ~200 MB archive, uploaded in ~25 parts, so the kill lands mid-upload.
     url = make_database(
-        pg18, "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 3)::text) AS h FROM generate_series(1, 1500000) g"
+        pg18,
+        "CREATE TABLE big AS SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) AS h "
+        "FROM generate_series(1, 2000000) g",
     )
     folder = tmp_path / "backups"
     env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), "MAX_BACKUPS": "1", **s3_env(seaweedfs, s3_bucket)}
@@ -260,7 +263,7 @@ def test_s3_killed_during_the_upload(
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, s3_bucket):
-        time.sleep(0.02)
+        time.sleep(0.005)
     seaweedfs.kill()
     try:
         output, _ = proc.communicate(timeout=180)
