@@ -20,6 +20,7 @@ from chrono_ci.catalog import ArchiveFile
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Interrupted, ObjectNotFound
 from chrono_ci.report import Reporter, human_size
 from chrono_ci.settings import Encryption, Settings, resolve_settings
+from chrono_ci.storage.base import Storage
 from chrono_ci.verify import IntegrityReport, check_archive
 
 app = typer.Typer(
@@ -436,61 +437,18 @@ def recovery_list(
     cli = _cli_values({k: v for k, v in locals().items() if k != "origin"})
 
     def body(reporter: Reporter) -> int:
-        from chrono_ci.catalog import file_sha256, list_archives
+        from chrono_ci.listing import local_rows, print_rows, remote_rows
 
         settings = resolve_settings(cli)
         if _origin(origin) == "s3":
-            return _list_remote(settings, reporter)
-        found = list_archives(settings.backup_dir)
-        newest: dict[tuple[str, str], str] = {}
-        for archive in found:
-            if archive.name.series == "backup":
-                newest[(archive.kind, str((archive.entry or {}).get("source", "")))] = archive.path.name
-        rows: list[dict[str, Any]] = []
-        for archive in found:
-            entry = archive.entry or {}
-            status = "unlisted"
-            if entry and checksums:
-                status = "ok" if file_sha256(archive.path) == entry.get("sha256") else "MISMATCH"
-            elif entry:
-                status = "not checked"
-            rows.append(
-                {
-                    "file": archive.path.name,
-                    "kind": archive.kind,
-                    "series": archive.name.series,
-                    "database": entry.get("database"),
-                    "source": entry.get("source"),
-                    "created_at": archive.created_at,
-                    "size_bytes": archive.path.stat().st_size,
-                    "compression": archive.compression,
-                    "sha256": entry.get("sha256"),
-                    "checksum": status,
-                    "verified": entry.get("verified"),
-                    "newest": newest.get((archive.kind, str(entry.get("source", "")))) == archive.path.name,
-                }
-            )
+            storage = _s3_storage(settings)
+            rows, location = remote_rows(storage), storage.url
+        else:
+            rows, location = local_rows(settings.backup_dir, checksums), str(settings.backup_dir)
         if State.json_mode:
             reporter.emit_json(rows)
-        reporter.step(f"{len(rows)} archive(s) in {settings.backup_dir}")
-        if rows:
-            reporter.table(
-                [
-                    [
-                        ("* " if r["newest"] else "  ") + r["file"],
-                        r["kind"] + (" (safety)" if r["series"] == "safety" else ""),
-                        str(r["database"] or "?"),
-                        str(r["created_at"])[:19].replace("T", " "),
-                        human_size(r["size_bytes"]),
-                        r["compression"],
-                        r["checksum"],
-                    ]
-                    for r in rows
-                ],
-                ["file (* newest)", "kind", "database", "created (UTC)", "size", "compression", "checksum"],
-            )
-        bad = [r for r in rows if r["checksum"] == "MISMATCH"]
-        return int(ExitCode.VERIFY) if bad else 0
+        print_rows(rows, location, reporter)
+        return int(ExitCode.VERIFY) if any(row["checksum"] == "MISMATCH" for row in rows) else 0
 
     _guarded(body)
 
@@ -626,12 +584,9 @@ def prune(
         )
         removed: list[str] = []
         if _origin(origin) == "s3":
-            from chrono_ci.storage import open_storage
             from chrono_ci.upload import apply_remote_retention, remote_archives
 
-            if not settings.s3_url:
-                raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
-            storage = open_storage(settings.s3_url)
+            storage = _s3_storage(settings)
             groups = sorted({(ref.kind, ref.database) for _, ref in remote_archives(storage)})
             for kind, source in groups:
                 kept, gone = apply_remote_retention(
@@ -667,54 +622,12 @@ def _origin(value: str) -> str:
     return word
 
 
-def _list_remote(settings: Settings, reporter: Reporter) -> int:
+def _s3_storage(settings: Settings) -> Storage:
     from chrono_ci.storage import open_storage
-    from chrono_ci.upload import remote_archives
 
     if not settings.s3_url:
         raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
-    storage = open_storage(settings.s3_url)
-    found = sorted(remote_archives(storage), key=lambda pair: (pair[1].created_at, pair[0].key))
-    newest: dict[tuple[str, str], str] = {}
-    for info, ref in found:
-        if ref.series == "backup":
-            newest[(ref.kind, ref.database)] = info.key
-    rows: list[dict[str, Any]] = [
-        {
-            "file": info.key,
-            "kind": ref.kind,
-            "series": ref.series,
-            "database": ref.database.rsplit("/", 1)[-1],
-            "source": ref.database,
-            "created_at": ref.created_at.isoformat().replace("+00:00", "Z"),
-            "size_bytes": info.size,
-            "compression": info.metadata.get("chrono-compression"),
-            "sha256": info.metadata.get("sha256"),
-            "checksum": "recorded",
-            "newest": newest.get((ref.kind, ref.database)) == info.key,
-            "location": f"{storage.url.rstrip('/')}/{info.key}",
-        }
-        for info, ref in found
-    ]
-    if State.json_mode:
-        reporter.emit_json(rows)
-    reporter.step(f"{len(rows)} archive(s) in {storage.url}")
-    if rows:
-        reporter.table(
-            [
-                [
-                    ("* " if r["newest"] else "  ") + r["file"],
-                    r["kind"] + (" (safety)" if r["series"] == "safety" else ""),
-                    str(r["database"]),
-                    str(r["created_at"])[:19].replace("T", " "),
-                    human_size(r["size_bytes"]),
-                    str(r["compression"]),
-                ]
-                for r in rows
-            ],
-            ["file (* newest)", "kind", "database", "created (UTC)", "size", "compression"],
-        )
-    return 0
+    return open_storage(settings.s3_url)
 
 
 @app.command("demo")

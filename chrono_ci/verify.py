@@ -105,15 +105,7 @@ def check_stream(
         return report
     report.contents = contents
     report.checks.append(Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"))
-    if entry is None:
-        report.checks.append(Check("checksum", None, "no metadata entry to compare with"))
-    else:
-        expected = entry.get("sha256")
-        report.checks.append(
-            Check("checksum", True, f"sha256 {contents.stored_sha256[:16]}... matches the metadata")
-            if expected == contents.stored_sha256
-            else Check("checksum", False, f"sha256 {contents.stored_sha256} differs from the metadata's {expected}")
-        )
+    report.checks.append(_checksum_check(contents.stored_sha256, entry))
     report.checks.append(
         Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
         if contents.trailer_seen
@@ -139,21 +131,22 @@ def check_stream(
     return report
 
 
+def _checksum_check(actual: str, entry: dict[str, Any] | None) -> Check:
+    expected = (entry or {}).get("sha256")
+    if expected is None:
+        return Check("checksum", None, "no metadata entry to compare with")
+    if expected == actual:
+        return Check("checksum", True, f"sha256 {actual[:16]}... matches the metadata")
+    return Check("checksum", False, f"sha256 {actual} differs from the metadata's {expected}")
+
+
 def _checksum_only(
     counted: _CountingReader, name: str, entry: dict[str, Any] | None, report: IntegrityReport
 ) -> IntegrityReport:
     digest = hashlib.sha256()
     while chunk := counted.read(1 << 20):
         digest.update(chunk)
-    expected = (entry or {}).get("sha256")
-    if expected is None:
-        report.checks.append(Check("checksum", None, "no metadata entry to compare with"))
-    elif expected == digest.hexdigest():
-        report.checks.append(Check("checksum", True, f"sha256 {expected[:16]}... matches the metadata"))
-    else:
-        report.checks.append(
-            Check("checksum", False, f"sha256 {digest.hexdigest()} differs from the metadata's {expected}")
-        )
+    report.checks.append(_checksum_check(digest.hexdigest(), entry))
     report.checks.append(
         Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY or passphrase to decrypt it with")
     )
