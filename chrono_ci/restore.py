@@ -69,6 +69,12 @@ def restore_rights_problems(target: DatabaseTarget, schemas: list[SchemaState]) 
         problems = []
         if not can_create:
             problems.append(f"role {user} lacks CREATE on the database (needed to recreate its schemas)")
+        foreign = conn.execute(
+            "SELECT count(*) FROM pg_catalog.pg_largeobject_metadata "
+            "WHERE NOT pg_has_role(current_user, lomowner, 'MEMBER')"
+        ).fetchone()
+        if foreign and int(str(foreign[0])):
+            problems.append(f"role {user} does not own all {foreign[0]} large object(s) it would have to replace")
         for schema in schemas:
             member = conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (schema.owner,)).fetchone()
             if not (member and member[0]):
@@ -78,7 +84,11 @@ def restore_rights_problems(target: DatabaseTarget, schemas: list[SchemaState]) 
 
 def drop_schemas_sql(schemas: list[SchemaState], server_major: int) -> str:
     """The preamble that empties the target inside the restore's transaction."""
-    statements = ["SET lock_timeout = '120s';"]
+    # Large objects belong to the database, not to a schema: the backup's come back with their own OIDs.
+    statements = [
+        "SET lock_timeout = '120s';",
+        "SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;",
+    ]
     for schema in schemas:
         ident = '"' + schema.name.replace('"', '""') + '"'
         statements.append(f"DROP SCHEMA {ident} CASCADE;")

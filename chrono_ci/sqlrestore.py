@@ -27,7 +27,6 @@ from chrono_ci.settings import Compression
 
 # The first psql of each branch that knows \restrict (CVE-2025-8714).
 RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
-HEADER_BYTES = 64 * 1024  # pg_dump writes its SET lines before anything else
 _META = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+$")
 _MISSING_EXTENSION = re.compile(
     r'extension "([^"]+)" is not available|could not open extension control file "[^"]*/([^/"]+)\.control"'
@@ -44,43 +43,89 @@ def psql_knows_restrict(version: str) -> bool:
 
 
 class SqlFilter:
-    """Rewrites the few lines a target cannot take; everything else passes through untouched."""
+    """Rewrites the few lines a target cannot take; everything else passes through untouched.
+
+    Lines are only ever looked at outside COPY data (a table may hold a row that reads `COMMIT;`), and each
+    rewritten line becomes a comment, so line numbers in psql's messages still match the archive.
+    Rewritten: `SET transaction_timeout` for servers older than 17; `\\restrict` lines for a psql that predates
+    them; and the `BEGIN;` / `COMMIT;` that pg_dump puts around large-object data, which would otherwise commit
+    the restore's one transaction half-way through.
+    """
 
     def __init__(self, server_major: int, psql_version: str) -> None:
         self.drop_transaction_timeout = server_major < 17
         self.drop_restrict = not psql_knows_restrict(psql_version)
-        self._seen = 0
         self._carry = b""
+        self._in_copy = False
+        self._copy_line_start = True
+        self._blobs = "outside"  # "header" after a BLOBS comment, "inside" between its BEGIN and COMMIT
 
     def feed(self, data: bytes) -> bytes:
-        if not (self.drop_transaction_timeout or self.drop_restrict):
-            return data
         data = self._carry + data
-        cut = data.rfind(b"\n") + 1
-        self._carry = data[cut:]
-        return self._rewrite(data[:cut])
+        self._carry = b""
+        out: list[bytes] = []
+        pos = 0
+        size = len(data)
+        while pos < size:
+            if self._in_copy:
+                end = self._copy_end(data, pos)
+                if end == -1:
+                    # The terminator line may begin in the last bytes: keep a possible start of it for next time.
+                    last = data.rfind(b"\n", pos)
+                    line_start = last + 1 if last != -1 else pos
+                    at_line_start = last != -1 or self._copy_line_start
+                    tail = data[line_start:]
+                    if at_line_start and len(tail) < 3 and b"\\.\n".startswith(tail):
+                        out.append(data[pos:line_start])
+                        self._carry, self._copy_line_start = tail, True
+                    else:
+                        out.append(data[pos:])
+                        self._copy_line_start = data.endswith(b"\n")
+                    return b"".join(out)
+                out.append(data[pos:end])
+                pos, self._in_copy = end, False
+                continue
+            newline = data.find(b"\n", pos)
+            if newline == -1:
+                self._carry = data[pos:]
+                break
+            out.append(self._line(data[pos:newline]) + b"\n")
+            pos = newline + 1
+        return b"".join(out)
 
     def finish(self) -> bytes:
         rest, self._carry = self._carry, b""
-        return self._rewrite(rest)
+        if self._in_copy or not rest:
+            return rest
+        return self._line(rest)
 
-    def _rewrite(self, block: bytes) -> bytes:
-        in_header = self._seen < HEADER_BYTES
-        self._seen += len(block)
-        wanted = (in_header and self.drop_transaction_timeout and b"transaction_timeout" in block) or (
-            self.drop_restrict and b"restrict " in block
-        )
-        if not wanted:
-            return block
-        lines = block.split(b"\n")
-        for index, line in enumerate(lines):
-            if in_header and self.drop_transaction_timeout and line.strip() == b"SET transaction_timeout = 0;":
-                lines[index] = (
-                    b"-- chrono-ci: the transaction_timeout setting was removed (the target is older than 17)"
-                )
-            elif self.drop_restrict and _META.match(line):
-                lines[index] = b"-- chrono-ci: a restrict line was removed (this psql predates it)"
-        return b"\n".join(lines)
+    def _copy_end(self, data: bytes, pos: int) -> int:
+        """Where the COPY data ends (just past its `\\.` line), or -1."""
+        if self._copy_line_start and data.startswith(b"\\.\n", pos):
+            return pos + 3
+        found = data.find(b"\n\\.\n", pos)
+        return found + 4 if found != -1 else -1
+
+    def _line(self, line: bytes) -> bytes:
+        if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+            self._in_copy, self._copy_line_start = True, True
+            return line
+        stripped = line.strip()
+        if self.drop_transaction_timeout and stripped == b"SET transaction_timeout = 0;":
+            return b"-- chrono-ci: the transaction_timeout setting was removed (the target is older than 17)"
+        if self.drop_restrict and _META.match(line):
+            return b"-- chrono-ci: a restrict line was removed (this psql predates it)"
+        if line.startswith(b"-- Data for Name: ") and b"; Type: BLOBS;" in line:
+            self._blobs = "header"
+        elif self._blobs == "header" and stripped and not stripped.startswith(b"--"):
+            if line == b"BEGIN;":
+                self._blobs = "inside"
+                return b"-- chrono-ci: BEGIN; of the large-object data removed (the restore is one transaction)"
+            self._blobs = "outside"
+        elif self._blobs == "inside" and line == b"COMMIT;":
+            self._blobs = "outside"
+            return b"-- chrono-ci: COMMIT; of the large-object data removed (the restore is one transaction)"
+        return line
 
 
 @dataclass(frozen=True)

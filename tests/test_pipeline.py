@@ -139,3 +139,31 @@ def test_settings_defaults_and_sources() -> None:
 def test_settings_errors_name_the_setting_and_value(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         resolve_settings({}, env)
+
+
+LARGE_OBJECTS = (
+    b"COPY public.t (v) FROM stdin;\nBEGIN;\nCOMMIT;\n\\.\n\n"
+    b"--\n-- Data for Name: 16384..16385; Type: BLOBS; Schema: -; Owner: postgres\n--\n\n"
+    b"BEGIN;\n\nSELECT pg_catalog.lo_open('16384', 131072);\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n\n"
+    b"CREATE PROCEDURE p() LANGUAGE plpgsql AS $$\nBEGIN\n  COMMIT;\nEND $$;\n"
+)
+
+
+def test_sql_filter_neutralises_only_the_large_object_transaction() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        sql_filter = SqlFilter(server_major=18, psql_version="18.6")
+        out = b""
+        pos = 0
+        while pos < len(LARGE_OBJECTS):
+            size = rng.choice([1, 2, 3, 7, 40, 4096])
+            out += sql_filter.feed(LARGE_OBJECTS[pos : pos + size])
+            pos += size
+        out += sql_filter.finish()
+        lines = out.split(b"\n")
+        # COPY data keeps its rows, whatever they say; the procedure keeps its COMMIT.
+        assert lines[1:3] == [b"BEGIN;", b"COMMIT;"]
+        assert b"  COMMIT;" in lines
+        assert lines.count(b"BEGIN;") == 1 and lines.count(b"COMMIT;") == 1
+        assert out.count(b"large-object data removed") == 2
+        assert len(lines) == len(LARGE_OBJECTS.split(b"\n"))

@@ -444,3 +444,38 @@ def test_role_without_rights_is_stopped_by_the_dry_run(
     finally:
         pg18.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM {role}')
         pg18.execute(f"DROP ROLE {role}")
+
+
+def test_large_objects_restore_and_stay_all_or_nothing(
+    run_cli: Run, pg18: PgServer, make_database: Callable[..., str], tmp_path: Path
+) -> None:
+    """pg_dump wraps large-object data in its own BEGIN/COMMIT; left alone, that COMMIT would commit a restore
+    half-way, and a failure after it (here a GRANT to a role that no longer exists, written at the very end)
+    would leave a half-restored database."""
+    role = f"lo_reader_{os.getpid()}"
+    url = make_database(
+        pg18,
+        f"CREATE ROLE {role}; CREATE TABLE docs (id int PRIMARY KEY, blob oid); "
+        "INSERT INTO docs VALUES (1, lo_from_bytea(0, 'large object payload')); "
+        f"GRANT SELECT ON docs TO {role};",
+    )
+    folder = tmp_path / "backups"
+    env = env_for(url, folder)
+    assert run_cli("backup", "postgres", env=env).code == 0
+    name = str(entries(folder)[-1]["file"])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO docs VALUES (2, NULL)")
+    restored = run_cli("recovery", "restore", name, "--yes", env=env)
+    assert restored.code == 0, restored.output
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT id, convert_from(lo_get(blob), 'UTF8') FROM docs").fetchall() == [
+            (1, "large object payload")
+        ]
+        conn.execute("INSERT INTO docs VALUES (3, NULL)")
+        conn.execute(f"REVOKE ALL ON docs FROM {role}")  # type: ignore[arg-type]
+        conn.execute(f"DROP ROLE {role}")  # type: ignore[arg-type]
+    before = state(url)
+    failed = run_cli("recovery", "restore", name, "--yes", env=env)
+    assert failed.code == 8, failed.output
+    assert "does not exist" in failed.output
+    assert state(url) == before
