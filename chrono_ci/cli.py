@@ -717,8 +717,6 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    # Python's default would print "Broken pipe" tracebacks when piped into `head`.
-    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
     try:
         app()
     except Interrupted as error:

@@ -17,7 +17,6 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from chrono_ci.errors import RestoreFailed
@@ -128,12 +127,6 @@ class SqlFilter:
         return line
 
 
-@dataclass(frozen=True)
-class SqlRestoreResult:
-    psql_version: str
-    statements_note: str
-
-
 def run_sql_restore(
     archive: Path,
     compression: Compression,
@@ -143,7 +136,7 @@ def run_sql_restore(
     *,
     preamble: str = "",
     decrypt: Callable[[], Decryptor] | None = None,
-) -> SqlRestoreResult:
+) -> None:
     """Restore `archive` into `target` in one transaction; raise RestoreFailed (target untouched) on any error."""
     sql_filter = SqlFilter(server_major, tools.version)
     args = [
@@ -204,7 +197,6 @@ def run_sql_restore(
     drain.join(timeout=10)
     if code != 0 or broken:
         raise explain_psql_failure(b"".join(errors).decode("utf-8", errors="replace"), target, code)
-    return SqlRestoreResult(tools.version, "")
 
 
 def explain_psql_failure(text: str, target: DatabaseTarget, code: int) -> RestoreFailed:

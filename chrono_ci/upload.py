@@ -26,7 +26,6 @@ from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_rete
 from chrono_ci.storage.base import ObjectInfo, Storage
 
 QUEUE_CHUNKS = 8  # at most this many 1 MiB chunks wait for a slow store
-_END = b""
 
 
 @dataclass
