@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci import __version__, supabase
-from chrono_ci.archive import ArchiveName, Manifest, reserve_archive_name
+from chrono_ci.archive import Manifest, reserve_archive_name
 from chrono_ci.dump import DumpProcess
 from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
 from chrono_ci.pipeline import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
 from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, probe_server
 from chrono_ci.report import Reporter, human_size
-from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_retention
+from chrono_ci.retention import Decision
+from chrono_ci.rotation import rotate, rotate_remote
 from chrono_ci.scratch import restore_verify
 from chrono_ci.settings import Settings
 from chrono_ci.storage import open_storage
@@ -36,7 +37,6 @@ from chrono_ci.supabase import SupabaseDump
 from chrono_ci.upload import (
     Destination,
     abort_recorded_uploads,
-    apply_remote_retention,
     put_everywhere,
     remember_unfinished,
     remote_metadata,
@@ -241,7 +241,9 @@ def run_backup(
         removed = rotate(folder, manifest, (kind, entry["source"]), [name], settings.retention, clock(), reporter)
     for destination in destinations:
         if destination.target == "s3":
-            removed += _rotate_remote(destination, entry, settings.retention, clock(), reporter)
+            removed += rotate_remote(
+                destination.storage, (kind, entry["source"]), name, settings.retention, clock(), reporter
+            )
     if kind == "supabase":
         reporter.info(supabase.summary_line())
     return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed)
@@ -349,92 +351,6 @@ def _upload_record(destination: Destination, name: str, sha256: str) -> dict[str
         record["artifact_id"] = info.metadata.get("artifact_id")
         record["artifact_url"] = info.metadata.get("artifact_url")
     return record
-
-
-def _rotate_remote(
-    destination: Destination, entry: dict[str, Any], policy: RetentionPolicy, now: datetime, reporter: Reporter
-) -> list[Decision]:
-    try:
-        kept, removed = apply_remote_retention(
-            destination.storage, policy, now, entry["kind"], entry["source"], entry["file"], warn=reporter.warn
-        )
-        sweep = getattr(destination.storage, "abort_stale_uploads", None)
-        if sweep is not None:
-            sweep()
-    except ChronoError as error:
-        # The backup itself is safe in the bucket; failing retention is reported, not fatal.
-        reporter.warn(f"retention on {destination.storage.url} failed: {error.message}")
-        return []
-    locked = [d for d in kept if "protected by object lock" in d.reasons]
-    reporter.ok(
-        f"rotation on {destination.storage.url} ({policy.describe()}): removed {len(removed)}, kept {len(kept)}"
-        + (f" ({len(locked)} under object lock)" if locked else "")
-    )
-    for decision in removed:
-        reporter.info(f"removed {decision.archive.key} from {destination.storage.url} ({'; '.join(decision.reasons)})")
-    return removed
-
-
-def rotate(
-    folder: Path,
-    manifest: Manifest,
-    group: tuple[str, str],
-    just_made: list[str],
-    policy: RetentionPolicy,
-    now: datetime,
-    reporter: Reporter,
-    *,
-    dry_run: bool = False,
-) -> list[Decision]:
-    """Apply retention to one (kind, source) group: only files with our names that the manifest lists."""
-    kind, source = group
-    with manifest.locked() as entries:
-        refs = []
-        for item in entries:
-            parsed = ArchiveName.parse(item["file"])
-            if parsed is None or item.get("kind") != kind or item.get("source") != source:
-                continue
-            if not (folder / item["file"]).is_file():
-                continue
-            refs.append(
-                ArchiveRef(
-                    key=item["file"],
-                    kind=kind,
-                    database=source,
-                    created_at=_parse_time(item.get("created_at"), parsed.stamp),
-                    series=item.get("series", parsed.series),
-                )
-            )
-        plan = plan_retention(refs, policy, now, just_made=just_made)
-        removed: list[Decision] = []
-        for decision in plan.remove:
-            if not dry_run:
-                try:
-                    (folder / decision.archive.key).unlink()
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    reporter.warn(f"could not remove {decision.archive.key}: {exc.strerror}")
-                    continue
-            removed.append(decision)
-        if not dry_run:
-            gone = {decision.archive.key for decision in removed}
-            entries[:] = [item for item in entries if item["file"] not in gone]
-    verb = "would remove" if dry_run else "removed"
-    reporter.ok(f"rotation of {kind} {source} ({policy.describe()}): {verb} {len(removed)}, kept {len(plan.keep)}")
-    for decision in removed:
-        reporter.info(f"{verb} {decision.archive.key} ({'; '.join(decision.reasons)})")
-    return removed
-
-
-def _parse_time(value: object, fallback: datetime) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return fallback
 
 
 def _now_iso(clock: Callable[[], datetime]) -> str:

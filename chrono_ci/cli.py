@@ -122,10 +122,6 @@ PgBinDir = Annotated[
 ]
 
 
-def _settings(**cli: str | None) -> Settings:
-    return resolve_settings(cli)
-
-
 def _reporter(settings: Settings | None = None) -> Reporter:
     reporter = Reporter(json_mode=State.json_mode)
     if settings is not None:
@@ -145,7 +141,7 @@ def _fail(error: ChronoError, reporter: Reporter) -> NoReturn:
     raise typer.Exit(int(error.exit_code))
 
 
-def _guarded(action: Callable[[Reporter], int], settings_factory: Callable[[], Settings] | None = None) -> None:
+def _guarded(action: Callable[[Reporter], int]) -> None:
     """Run a command body: ChronoError -> message, hint and exit code; anything else -> a short bug report."""
     reporter = _reporter()
     try:
@@ -573,41 +569,16 @@ def prune(
     cli = _cli_values({k: v for k, v in locals().items() if k != "origin"})
 
     def body(reporter: Reporter) -> int:
-        from datetime import UTC, datetime
-
-        from chrono_ci.backup import rotate
+        from chrono_ci.rotation import prune as apply_retention
 
         settings = resolve_settings(cli)
-        now = datetime.now(UTC)
         reporter.step(
             f"retention ({settings.retention.describe()})" + (": dry run, nothing is deleted" if dry_run else "")
         )
-        removed: list[str] = []
         if _origin(origin) == "s3":
-            from chrono_ci.upload import apply_remote_retention, remote_archives
-
-            storage = _s3_storage(settings)
-            groups = sorted({(ref.kind, ref.database) for _, ref in remote_archives(storage)})
-            for kind, source in groups:
-                kept, gone = apply_remote_retention(
-                    storage, settings.retention, now, kind, source, "", dry_run=dry_run, warn=reporter.warn
-                )
-                verb = "would remove" if dry_run else "removed"
-                reporter.ok(f"{kind} {source} on {storage.url}: {verb} {len(gone)}, kept {len(kept)}")
-                for decision in gone:
-                    reporter.info(f"{verb} {decision.archive.key} ({'; '.join(decision.reasons)})")
-                for decision in kept:
-                    if "protected by object lock" in decision.reasons:
-                        reporter.info(f"kept {decision.archive.key} (protected by object lock)")
-                removed += [d.archive.key for d in gone]
+            removed = apply_retention(settings.retention, reporter, storage=_s3_storage(settings), dry_run=dry_run)
         else:
-            manifest = Manifest(settings.backup_dir)
-            groups = sorted({(str(e.get("kind")), str(e.get("source"))) for e in manifest.read()})
-            for group in groups:
-                gone = rotate(
-                    settings.backup_dir, manifest, group, [], settings.retention, now, reporter, dry_run=dry_run
-                )
-                removed += [d.archive.key for d in gone]
+            removed = apply_retention(settings.retention, reporter, folder=settings.backup_dir, dry_run=dry_run)
         if State.json_mode:
             reporter.emit_json({"ok": True, "dry_run": dry_run, "removed": removed})
         return 0
