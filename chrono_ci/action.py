@@ -29,7 +29,7 @@ from types import FrameType
 from typing import IO, Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from chrono_ci.archive import ArchiveName, Manifest
+from chrono_ci.archive import ArchiveName, Manifest, newest_per_kind
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Refused
 from chrono_ci.report import human_size
 
@@ -493,14 +493,7 @@ def _newest_archives(backup_dir: Path) -> list[str]:
         entries = Manifest(backup_dir).read()
     except ChronoError:
         return []  # `backup test` then reports the problem with its own message
-    newest: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if entry.get("series", "backup") != "backup":
-            continue
-        kind = str(entry.get("kind"))
-        if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):
-            newest[kind] = entry
-    return [str(backup_dir / entry["file"]) for _, entry in sorted(newest.items())]
+    return [str(backup_dir / entry["file"]) for entry in newest_per_kind(entries)]
 
 
 def sane_path(current: str | None) -> str:

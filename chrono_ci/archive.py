@@ -147,6 +147,18 @@ class Manifest:
             raise StorageError(f"Cannot update {self.path}: {exc.strerror}.", hint="Check the folder.") from exc
 
 
+def newest_per_kind(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest ordinary backup of each kind (safety backups aside), ordered by kind."""
+    newest: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if entry.get("series", "backup") != "backup":
+            continue
+        kind = str(entry.get("kind"))
+        if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):
+            newest[kind] = entry
+    return [entry for _, entry in sorted(newest.items())]
+
+
 def _damaged_hint(path: Path) -> str:
     return (
         "chrono-ci never deletes archives on the word of a damaged metadata file, and will not overwrite it. "

@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from chrono_ci import __version__
-from chrono_ci.archive import Manifest
+from chrono_ci.archive import Manifest, newest_per_kind
 from chrono_ci.backup import BackupResult, run_backup
 from chrono_ci.catalog import ArchiveFile
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Interrupted, ObjectNotFound
@@ -365,20 +365,13 @@ def backup_test(backup_dir: BackupDir = None) -> None:
     def body(reporter: Reporter) -> int:
         settings = resolve_settings(cli)
         reporter.step(f"testing the newest archives in {settings.backup_dir}")
-        entries = [e for e in Manifest(settings.backup_dir).read() if e.get("series", "backup") == "backup"]
-        newest: dict[str, dict[str, Any]] = {}
-        for entry in entries:
-            kind = str(entry.get("kind"))
-            if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):
-                newest[kind] = entry
+        newest = newest_per_kind(Manifest(settings.backup_dir).read())
         if not newest:
             raise ObjectNotFound(
                 f"No backup to test in {settings.backup_dir}: backup_metadata.json lists none.",
                 hint="Make one with `chrono-ci backup postgres`, or set BACKUP_DIR to the folder holding them.",
             )
-        reports = [
-            _test_one(settings.backup_dir, entry, settings.encryption, reporter) for _, entry in sorted(newest.items())
-        ]
+        reports = [_test_one(settings.backup_dir, entry, settings.encryption, reporter) for entry in newest]
         if State.json_mode:
             reporter.emit_json({"ok": all(r.ok for r in reports), "results": [r.as_dict() for r in reports]})
         return 0 if all(r.ok for r in reports) else int(ExitCode.VERIFY)
