@@ -30,6 +30,7 @@ from chrono_ci.retention import Decision
 from chrono_ci.rotation import rotate, rotate_remote
 from chrono_ci.scratch import restore_verify
 from chrono_ci.settings import Settings
+from chrono_ci.sqlrestore import Expected
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir
@@ -123,6 +124,7 @@ def run_backup(
                 encryption.encryptor() if encryption.enabled else None,
             ),
             progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
+            profile=kind,
         )
         try:
             put_everywhere(destinations, name, stream, metadata)  # type: ignore[arg-type]
@@ -207,9 +209,9 @@ def run_backup(
             proof = restore_verify(
                 local_path,
                 settings.compression,
-                stats.tables,
+                Expected(sha256=entry["sha256"], raw_size=stats.raw_bytes, tables=stats.tables),
                 settings.scratch,
-                settings.pg_bin_dir,
+                profile=kind,
                 decrypt=_decrypt_for_check(settings),
             )
         entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}

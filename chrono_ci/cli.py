@@ -388,6 +388,7 @@ def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, repor
         entry,
         encrypted=encrypted,
         decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
+        profile="supabase" if entry.get("kind") == "supabase" else "postgres",
     )
     print_checks(report, reporter)
     return report
@@ -470,20 +471,30 @@ def recovery_test(
 
 def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, reporter: Reporter) -> int:
     from chrono_ci.scratch import restore_verify
+    from chrono_ci.sqlrestore import Expected
 
     reporter.step(f"testing {archive.path}")
     decrypt = settings.encryption.decrypt_for(archive.encrypted)
     report = check_archive(
-        archive.path, archive.compression, archive.entry, encrypted=archive.encrypted, decrypt=decrypt
+        archive.path,
+        archive.compression,
+        archive.entry,
+        encrypted=archive.encrypted,
+        decrypt=decrypt,
+        profile=archive.kind,
     )
     print_checks(report, reporter)
     document: dict[str, Any] = report.as_dict()
     ok = report.ok
-    if restore and report.contents is not None:
+    if restore and report.ok and report.contents is not None:
         reporter.step("restore-verification")
-        tables = dict((archive.entry or {}).get("tables") or report.contents.tables)
         proof = restore_verify(
-            archive.path, archive.compression, tables, settings.scratch, settings.pg_bin_dir, decrypt=decrypt
+            archive.path,
+            archive.compression,
+            Expected.of(archive.entry, report.contents),
+            settings.scratch,
+            profile=archive.kind,
+            decrypt=decrypt,
         )
         (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
         document["restore"] = proof.as_dict()
@@ -495,7 +506,10 @@ def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, repor
     if State.json_mode:
         reporter.emit_json(document)
     reporter.line(f"{archive.path.name}: {'every check passed' if ok else 'FAILED'}")
-    return 0 if ok else int(ExitCode.VERIFY)
+    if ok:
+        return 0
+    refused = any(check.name == "contents" for check in report.failed())
+    return int(ExitCode.UNSAFE if refused else ExitCode.VERIFY)
 
 
 @recovery_app.command("restore")
@@ -513,6 +527,19 @@ def recovery_restore(
             "DATABASE_URL or SUPABASE_DB_URL by the backup's kind].",
         ),
     ] = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            min=0.1,
+            envvar="RESTORE_LOCK_TIMEOUT",
+            help="Seconds to wait for a lock another session holds before giving up (env RESTORE_LOCK_TIMEOUT).",
+        ),
+    ] = 10.0,
+    terminate_sessions: Annotated[
+        bool,
+        typer.Option("--terminate-sessions", help="End the other sessions on the target database first."),
+    ] = False,
     backup_dir: BackupDir = None,
     max_backups: MaxBackups = None,
     pg_bin_dir: PgBinDir = None,
@@ -520,11 +547,14 @@ def recovery_restore(
     s3_url: S3Url = None,
 ) -> None:
     """Restore FILE: integrity test, plan, confirmation, safety backup, one all-or-nothing transaction."""
-    cli = _cli_values({k: v for k, v in locals().items() if k not in ("file", "origin")})
+    cli = _cli_values(
+        {k: v for k, v in locals().items() if k not in ("file", "origin", "lock_timeout", "terminate_sessions")}
+    )
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.catalog import located_archive
         from chrono_ci.restore import run_restore, terminal_prompt
+        from chrono_ci.sqlrestore import SessionRules
 
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
@@ -538,6 +568,7 @@ def recovery_restore(
                 yes=yes,
                 target=settings.restore_target,
                 ask=terminal_prompt(),
+                sessions=SessionRules(lock_timeout, terminate_sessions),
             )
         if State.json_mode:
             reporter.emit_json(result)

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     VERIFY = 7  # an archive failed its integrity or restore check
     RESTORE = 8  # a restore failed (the target was left as it was)
     REFUSED = 9  # a confirmation was missing or declined
+    UNSAFE = 10  # an archive holds what pg_dump never writes (a psql command, transaction control): refused
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM, what a cancelled CI job sends
 

@@ -21,6 +21,7 @@ from typing import IO, Protocol
 import zstandard
 
 from chrono_ci.dump import DumpSource
+from chrono_ci.dumprules import DumpReader, Refusal
 from chrono_ci.errors import DumpFailed, VerificationFailed
 from chrono_ci.settings import Compression
 from chrono_ci.storage.base import CHUNK_SIZE
@@ -77,103 +78,6 @@ def make_compressor(compression: Compression, level: int) -> Compressor:
     return _Identity()
 
 
-def _copy_table_name(line: bytes) -> str | None:
-    """'COPY public.users (id, name) FROM stdin;' -> 'public.users' (quotes removed)."""
-    if not line.startswith(b"COPY ") or not line.rstrip().endswith(b"FROM stdin;"):
-        return None
-    text = line[5:].decode("utf-8", errors="replace")
-    parts: list[str] = []
-    i = 0
-    current = ""
-    while i < len(text):
-        char = text[i]
-        if char == '"':
-            end = i + 1
-            while True:
-                end = text.index('"', end)
-                if end + 1 < len(text) and text[end + 1] == '"':
-                    end += 2
-                    continue
-                break
-            current += text[i + 1 : end].replace('""', '"')
-            i = end + 1
-        elif char == ".":
-            parts.append(current)
-            current = ""
-            i += 1
-        elif char in " (":
-            break
-        else:
-            current += char
-            i += 1
-    parts.append(current)
-    return ".".join(parts)
-
-
-class CopyRowCounter:
-    """Counts the rows of every COPY block in a plain-format dump, exactly, without holding lines in memory.
-
-    A row inside COPY data never contains a raw newline (pg_dump escapes it as \\n), so rows are newlines, and
-    the block ends at a line that is exactly '\\.'.
-    """
-
-    def __init__(self) -> None:
-        self.tables: dict[str, int] = {}
-        self._line = bytearray()  # the current line outside COPY data (DDL), capped
-        self._table: str | None = None  # inside a COPY block when set
-        self._rows = 0
-        self._tail = b"\n"  # the last bytes of the block seen so far: the terminator may straddle chunks
-
-    def feed(self, data: bytes) -> None:
-        pos = 0
-        size = len(data)
-        while pos < size:
-            if self._table is None:
-                newline = data.find(b"\n", pos)
-                end = size if newline == -1 else newline
-                if len(self._line) < 4096:
-                    self._line += data[pos : min(end, pos + 4096)]
-                if newline == -1:
-                    return
-                self._start_line(bytes(self._line))
-                self._line.clear()
-                pos = newline + 1
-            else:
-                pos = self._feed_copy(data, pos)
-
-    def _start_line(self, line: bytes) -> None:
-        table = _copy_table_name(line)
-        if table is not None:
-            self._table = table
-            self._rows = 0
-            # A virtual newline: the block may end at once ("\\." right after the COPY line, an empty table).
-            self._tail = b"\n"
-
-    def _feed_copy(self, data: bytes, pos: int) -> int:
-        """Count rows up to the block's end; `_rows` counts the newlines seen so far inside the block.
-
-        No copies of the chunk: one search and one count over it, plus a look at the few bytes around the
-        boundary with the previous chunk, where the terminator may straddle.
-        """
-        joint = self._tail + data[pos : pos + 3]
-        at = joint.find(b"\n\\.\n")
-        if at != -1 and at < len(self._tail):
-            return self._end_block(pos + at + 4 - len(self._tail))
-        found = data.find(b"\n\\.\n", pos)
-        if found != -1:
-            self._rows += data.count(b"\n", pos, found + 1)
-            return self._end_block(found + 4)
-        self._rows += data.count(b"\n", pos)
-        self._tail = (self._tail + data[max(pos, len(data) - 3) :])[-3:]
-        return len(data)
-
-    def _end_block(self, end: int) -> int:
-        assert self._table is not None
-        self.tables[self._table] = self.tables.get(self._table, 0) + self._rows
-        self._table = None
-        return end
-
-
 @dataclass
 class StreamStats:
     """What the dump held. The stored bytes' size and sha256 come from the storage backend, which sees them."""
@@ -191,12 +95,13 @@ class ArchiveStream:
         dump: DumpSource,
         compressor: Compressor,
         progress: Callable[[int], None] | None = None,
+        profile: str = "postgres",
     ) -> None:
         self.dump = dump
         self.source: IO[bytes] = dump.stdout
         self.compressor = compressor
         self.progress = progress
-        self.counter = CopyRowCounter()
+        self.reader = DumpReader(profile)
         self.stats = StreamStats()
         self._tail = b""
         self._finished = False
@@ -211,7 +116,7 @@ class ArchiveStream:
             if not chunk:
                 return self._finish()
             self.stats.raw_bytes += len(chunk)
-            self.counter.feed(chunk)
+            self.reader.feed(chunk)
             self._tail = (self._tail + chunk[-TRAILER_WINDOW:])[-TRAILER_WINDOW:]
             if self.progress is not None:
                 self.progress(self.stats.raw_bytes)
@@ -234,8 +139,16 @@ class ArchiveStream:
                 f"'{TRAILER.decode()}': it is incomplete.",
                 hint="Nothing was kept. The connection or pg_dump was probably cut off; run again.",
             )
+        self.reader.finish()
+        if self.reader.refusal is not None:
+            raise DumpFailed(
+                f"The dump of {self.dump.target.display()} holds what a restore refuses: "
+                f"{self.reader.refusal.message()}.",
+                hint="Nothing was kept: chrono-ci keeps only backups it can restore. Please report this with the "
+                "line's statement (see SECURITY.md for what a restore refuses and why).",
+            )
         self.stats.trailer_seen = True
-        self.stats.tables = dict(self.counter.tables)
+        self.stats.tables = dict(self.reader.tables)
         self._finished = True
         return self.compressor.flush()
 
@@ -253,6 +166,7 @@ class ArchiveContents:
     raw_bytes: int
     trailer_seen: bool
     tables: dict[str, int]
+    refusal: Refusal | None = None  # the first thing in it a restore refuses (see chrono_ci.dumprules)
 
 
 def read_archive(
@@ -262,26 +176,40 @@ def read_archive(
     *,
     count_rows: bool = True,
     decryptor: Decryptor | None = None,
+    profile: str = "postgres",
+    max_raw: int | None = None,
 ) -> ArchiveContents:
-    """Read a whole archive: checksum the stored bytes, decompress all of it, watch for the trailer.
+    """Read a whole archive: checksum the stored bytes, decompress all of it, watch for the trailer, and (with
+    `count_rows`) count the COPY rows and judge the SQL by chrono_ci.dumprules.
 
     Memory stays bounded whatever the compression ratio (a 200 MB value of repeated text compresses to almost
     nothing and must not come back as one 200 MB piece). Raises VerificationFailed when the compressed data is
-    damaged (a zstd frame checksum or gzip CRC mismatch) or cut short.
+    damaged (a zstd frame checksum or gzip CRC mismatch) or cut short, or when it holds more than `max_raw`
+    bytes of SQL (what its record says it holds): a decompression bomb stops there.
     """
     stored = _HashingReader(source)
     plain: Readable = stored if decryptor is None else _DecryptingReader(stored, decryptor)
     raw = 0
     tail = b""
-    counter = CopyRowCounter()
+    reader = DumpReader(profile) if count_rows else None
     for out in decompressed(plain, compression):
         raw += len(out)
-        if count_rows:
-            counter.feed(out)
+        if max_raw is not None and raw > max_raw:
+            raise VerificationFailed(
+                f"The archive holds more SQL than its record says ({max_raw} bytes): it was replaced or forged.",
+                hint="Do not restore it; choose another archive from `chrono-ci recovery list`.",
+            )
+        if reader is not None:
+            reader.feed(out)
         tail = (tail + out[-TRAILER_WINDOW:])[-TRAILER_WINDOW:]
         if on_raw is not None:
             on_raw(out)
-    return ArchiveContents(stored.count, stored.hash.hexdigest(), raw, TRAILER in tail, dict(counter.tables))
+    if reader is None:
+        return ArchiveContents(stored.count, stored.hash.hexdigest(), raw, TRAILER in tail, {})
+    reader.finish()
+    return ArchiveContents(
+        stored.count, stored.hash.hexdigest(), raw, TRAILER in tail, dict(reader.tables), reader.refusal
+    )
 
 
 class Readable(Protocol):

@@ -1,5 +1,5 @@
 """A safe restore, in the guide's order: integrity test, plan, confirmation, safety backup, then one
-all-or-nothing transaction, then a row-count comparison.
+all-or-nothing transaction that commits only once every table's row count matches the backup's record.
 
 The transaction first drops the target's user schemas and then replays the dump, so afterwards the target holds
 exactly the backup (objects made after the backup are gone), or, on any error, exactly what it held before.
@@ -18,9 +18,17 @@ from chrono_ci.catalog import ArchiveFile
 from chrono_ci.errors import Refused, RestoreFailed, VerificationFailed
 from chrono_ci.postgres import DatabaseTarget, PgTools, ServerInfo, choose_pg_tools, connect, probe_server
 from chrono_ci.report import Reporter
-from chrono_ci.scratch import compare_counts, count_tables
 from chrono_ci.settings import Settings
-from chrono_ci.sqlrestore import run_sql_restore
+from chrono_ci.sqlrestore import (
+    ArchiveRefused,
+    Expected,
+    ServerSession,
+    SessionRules,
+    other_sessions,
+    replay_archive,
+    sessions_text,
+)
+from chrono_ci.sqlscan import split_statements
 from chrono_ci.verify import DecryptorFactory, IntegrityReport, check_archive
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -38,9 +46,15 @@ class RestorePlan:
     archive: ArchiveFile
     target: DatabaseTarget
     server: ServerInfo
-    tools: PgTools
+    tools: PgTools  # the pg_dump of the safety backup
     schemas: list[SchemaState]
     problems: list[str] = field(default_factory=list)
+    source_database: str | None = None  # the database the backup was made from, when its record says
+    sessions: list[list[str | None]] = field(default_factory=list)  # other sessions connected to the target
+
+    @property
+    def other_database(self) -> bool:
+        return self.source_database is not None and self.source_database != self.target.dbname
 
 
 def user_schemas(target: DatabaseTarget) -> list[SchemaState]:
@@ -82,13 +96,10 @@ def restore_rights_problems(target: DatabaseTarget, schemas: list[SchemaState]) 
     return problems
 
 
-def drop_schemas_sql(schemas: list[SchemaState], server_major: int) -> str:
+def drop_schemas_sql(schemas: list[SchemaState], server_major: int) -> list[str]:
     """The preamble that empties the target inside the restore's transaction."""
     # Large objects belong to the database, not to a schema: the backup's come back with their own OIDs.
-    statements = [
-        "SET lock_timeout = '120s';",
-        "SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;",
-    ]
+    statements = ["SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;"]
     for schema in schemas:
         ident = '"' + schema.name.replace('"', '""') + '"'
         statements.append(f"DROP SCHEMA {ident} CASCADE;")
@@ -100,17 +111,28 @@ def drop_schemas_sql(schemas: list[SchemaState], server_major: int) -> str:
         statements.append("CREATE SCHEMA public;")
         statements.append("GRANT ALL ON SCHEMA public TO PUBLIC;")
     statements.append("COMMENT ON SCHEMA public IS 'standard public schema';")
-    statements.append("RESET lock_timeout;")
-    return "\n".join(statements)
+    return statements
 
 
 def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
     report = check_archive(
-        archive.path, archive.compression, archive.entry, encrypted=archive.encrypted, decrypt=decrypt
+        archive.path,
+        archive.compression,
+        archive.entry,
+        encrypted=archive.encrypted,
+        decrypt=decrypt,
+        profile=archive.kind,
     )
     for check in report.checks:
         (reporter.ok if check.ok else reporter.info if check.ok is None else reporter.fail)(
             f"{check.name}: {check.detail}"
+        )
+    refused = next((c for c in report.failed() if c.name == "contents"), None)
+    if refused is not None:
+        raise ArchiveRefused(
+            f"{archive.path.name} was refused before anything was touched: {refused.detail.removeprefix('refused: ')}.",
+            hint="pg_dump never writes this: the archive was altered or planted. Do not restore it; choose another "
+            "archive from `chrono-ci recovery list`, and see SECURITY.md.",
         )
     if not report.ok:
         raise VerificationFailed(
@@ -129,9 +151,22 @@ def plan_restore(settings: Settings, archive: ArchiveFile, target: DatabaseTarge
     extra: list[str] = []
     if supabase.is_supabase_archive(archive):  # Supabase's managed schemas stay; only user schemas are replaced
         schemas, extra = supabase.plan_restore(target, schemas, archive)
-    plan = RestorePlan(archive, target, server, tools, schemas)
+    plan = RestorePlan(archive, target, server, tools, schemas, source_database=_source_database(archive))
     plan.problems = restore_rights_problems(target, schemas) + extra
+    session = ServerSession(target, application="chrono-ci restore (plan)")
+    try:
+        plan.sessions = other_sessions(session)
+    finally:
+        session.close()
     return plan
+
+
+def _source_database(archive: ArchiveFile) -> str | None:
+    """The database named by the record's source (host:port/database), if there is a record."""
+    source = (archive.entry or {}).get("source")
+    if not isinstance(source, str) or "/" not in source:
+        return None
+    return source.rpartition("/")[2] or None
 
 
 def print_plan(plan: RestorePlan, reporter: Reporter) -> None:
@@ -139,9 +174,15 @@ def print_plan(plan: RestorePlan, reporter: Reporter) -> None:
     source = entry.get("source") or "unknown (no metadata entry)"
     reporter.info(f"backup: {plan.archive.path.name}, made {plan.archive.created_at} from {source}")
     reporter.info(
-        f"target: {plan.target.display()} (PostgreSQL {plan.server.version}); psql {plan.tools.version} "
-        f"from {plan.tools.bin_dir}"
+        f"target: {plan.target.display()} (PostgreSQL {plan.server.version}); restored by chrono-ci over one "
+        f"connection; pg_dump {plan.tools.version} for the safety backup"
     )
+    if plan.other_database:
+        reporter.warn(
+            f"the backup was made from database {plan.source_database!r}; the target is {plan.target.dbname!r}"
+        )
+    if plan.sessions:
+        reporter.warn(f"{len(plan.sessions)} other session(s) connected to the target: {sessions_text(plan.sessions)}")
     if plan.schemas:
         listed = ", ".join(f"{s.name} ({s.tables} tables)" for s in plan.schemas)
         reporter.info(f"will be replaced: every user schema of {plan.target.dbname}: {listed}")
@@ -159,7 +200,12 @@ def confirm(plan: RestorePlan, yes: bool, ask: Callable[[str], str] | None) -> N
             "Refusing to restore without confirmation: standard input is not a terminal.",
             hint="A restore replaces the target database. Add --yes to confirm in a script or CI job.",
         )
-    answer = ask(f"This replaces database {plan.target.dbname!r}. Type its name to confirm: ")
+    what = f"database {plan.target.dbname!r}"
+    if plan.other_database:
+        what += f" with a backup of another database, {plan.source_database!r}"
+    if plan.sessions:
+        what += f" ({len(plan.sessions)} other session(s) are connected to it)"
+    answer = ask(f"This replaces {what}. Type {plan.target.dbname!r} to confirm: ")
     if answer.strip() != plan.target.dbname:
         raise Refused("Confirmation did not match the database name: nothing was touched.", hint="Run again.")
 
@@ -179,13 +225,14 @@ def run_restore(
     yes: bool,
     target: DatabaseTarget | None = None,
     ask: Callable[[str], str] | None = None,
+    sessions: SessionRules | None = None,
 ) -> dict[str, Any]:
     reporter.step(f"1. integrity test of {archive.path.name}")
     # A missing or wrong key stops here, before the target is even looked at.
     decrypt = settings.encryption.decrypt_for(archive.encrypted)
     integrity = integrity_first(archive, reporter, decrypt)
-    assert integrity.contents is not None
-    tables = dict((archive.entry or {}).get("tables") or integrity.contents.tables)
+    expected = Expected.of(archive.entry, integrity.contents)
+    tables = expected.tables or {}
 
     reporter.step("2. plan")
     plan = plan_restore(settings, archive, target)
@@ -199,7 +246,13 @@ def run_restore(
             hint="Use the database owner or a superuser for the restore. Nothing was touched.",
         )
     reporter.ok("target reachable, and the role may replace its schemas")
-    result: dict[str, Any] = {"file": archive.path.name, "target": plan.target.display(), "dry_run": dry_run}
+    result: dict[str, Any] = {
+        "file": archive.path.name,
+        "target": plan.target.display(),
+        "dry_run": dry_run,
+        "source_database": plan.source_database,
+        "other_sessions": len(plan.sessions),
+    }
     if dry_run:
         reporter.line("Dry run: the archive is valid and the restore would proceed. Nothing was changed.")
         return {**result, "ok": True}
@@ -212,34 +265,34 @@ def run_restore(
     safety: BackupResult = run_backup(settings, archive.kind, reporter, series="safety", target=plan.target)
     result["safety_backup"] = safety.entry["file"]
 
-    reporter.step("5. restore, in one transaction")
-    preamble = drop_schemas_sql(plan.schemas, plan.server.major)
+    reporter.step("5. restore in one transaction, row counts proven before COMMIT")
     if supabase.is_supabase_archive(archive):
-        preamble = supabase.restore_sql(plan.target, plan.schemas, tables)
+        preamble = split_statements(supabase.restore_sql(plan.target, plan.schemas, tables))
+    else:
+        preamble = drop_schemas_sql(plan.schemas, plan.server.major)
     try:
-        run_sql_restore(
+        outcome = replay_archive(
             archive.path,
             archive.compression,
             plan.target,
-            plan.tools,
-            plan.server.major,
+            expected=expected,
+            profile=archive.kind,
             preamble=preamble,
             decrypt=decrypt,
+            sessions=sessions,
         )
-    except RestoreFailed as failure:
+    except (RestoreFailed, VerificationFailed) as failure:
         failure.hint = f"{failure.hint} The safety backup {safety.entry['file']} holds the database as it was."
         raise
+    for note in outcome.skipped:
+        reporter.info(f"skipped {note}")
+    for warning in outcome.warnings:
+        reporter.warn(f"server warning: {warning}")
+    reporter.ok(
+        f"{len(outcome.tables)} tables, {sum(outcome.tables.values())} rows: every count matches the backup "
+        "(checked before COMMIT)"
+    )
     reporter.ok(f"restored {archive.path.name} into {plan.target.display()} and committed")
-
-    reporter.step("6. row counts")
-    found = count_tables(plan.target, sorted(tables))
-    mismatches = compare_counts(tables, found)
-    result["tables"] = found
-    if mismatches:
-        shown = ", ".join(f"{n}: {e} in the backup, {f} now" for n, (e, f) in mismatches.items())
-        raise VerificationFailed(
-            f"The restore committed, but row counts differ from the backup's: {shown}.",
-            hint=f"Something wrote to the database during the restore? The safety backup is {safety.entry['file']}.",
-        )
-    reporter.ok(f"{len(tables)} tables, {sum(tables.values())} rows: every count matches the backup")
+    result["tables"] = outcome.tables
+    result["warnings"] = outcome.warnings
     return {**result, "ok": True}

@@ -1,6 +1,6 @@
 """Restore-verification: restore an archive into a throwaway database and compare every table's row count with
-the counts recorded from the dump stream. Only a restore proves a backup (pitfalls: a table of contents is not a
-test).
+the counts recorded from the dump stream, inside the restore's transaction, which is then rolled back. Only a
+restore proves a backup (a table of contents is not a test).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci.embedded import EmbeddedServer
-from chrono_ci.errors import ChronoError, RestoreFailed
+from chrono_ci.errors import ChronoError, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline import Decryptor
-from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, connect, parse_database_url, probe_server
+from chrono_ci.postgres import DatabaseTarget, connect, parse_database_url
 from chrono_ci.settings import Compression
-from chrono_ci.sqlrestore import MissingExtensions, run_sql_restore
+from chrono_ci.sqlrestore import CountMismatch, Expected, MissingExtensions, replay_archive
 
 
 @dataclass
@@ -71,47 +71,26 @@ def scratch_database(scratch: DatabaseTarget | None) -> Iterator[tuple[DatabaseT
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def count_tables(target: DatabaseTarget, tables: list[str]) -> dict[str, int | None]:
-    """count(*) for each 'schema.table'; None where the table does not exist."""
-    found: dict[str, int | None] = {}
-    with connect(target) as conn:
-        for qualified in tables:
-            schema, _, table = qualified.partition(".")
-            exists = conn.execute(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relname = %s",
-                (schema, table),
-            ).fetchone()
-            if exists is None:
-                found[qualified] = None
-                continue
-            ident = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
-            row = conn.execute(f"SELECT count(*) FROM {ident}").fetchone()
-            found[qualified] = int(str(row[0])) if row else None
-    return found
-
-
-def compare_counts(expected: dict[str, int], found: dict[str, int | None]) -> dict[str, tuple[int | None, int | None]]:
-    return {name: (expected.get(name), found.get(name)) for name in expected if expected[name] != found.get(name)}
-
-
 def restore_verify(
     archive: Path,
     compression: Compression,
-    tables: dict[str, int],
+    expected: Expected,
     scratch: DatabaseTarget | None,
-    pg_bin_dir: Path | None = None,
+    *,
+    profile: str = "postgres",
     decrypt: Callable[[], Decryptor] | None = None,
 ) -> RestoreCheck:
+    """Restore into a throwaway database, compare every table's row count inside the transaction, roll back."""
     with scratch_database(scratch) as (target, where):
-        server = probe_server(target)
-        tools = choose_pg_tools(server, pg_bin_dir)
         try:
-            run_sql_restore(archive, compression, target, tools, server.major, decrypt=decrypt)
+            outcome = replay_archive(
+                archive, compression, target, expected=expected, profile=profile, commit=False, decrypt=decrypt
+            )
         except MissingExtensions as failure:
             return RestoreCheck(False, where, missing_extensions=failure.names, error=failure.message)
-        except RestoreFailed as failure:
-            return RestoreCheck(False, where, error=failure.message.splitlines()[-1])
-        found = count_tables(target, sorted(tables))
-    mismatches = compare_counts(tables, found)
-    return RestoreCheck(not mismatches, where, tables_compared=len(tables), mismatches=mismatches)
+        except CountMismatch as failure:
+            return RestoreCheck(False, where, tables_compared=len(failure.mismatches), mismatches=failure.mismatches)
+        except (RestoreFailed, VerificationFailed) as failure:
+            # One line for the summary, with the server's own words in it ("No space left on device").
+            return RestoreCheck(False, where, error=" ".join(failure.message.split()))
+    return RestoreCheck(True, where, tables_compared=len(outcome.tables))

@@ -1,221 +1,59 @@
-"""Feed a plain-format archive to psql in one transaction: all of it, or nothing.
+"""Replay a plain-format archive into one database, in one transaction, proven before it commits.
 
-psql runs with ON_ERROR_STOP, reading the decompressed SQL from a pipe inside one explicit transaction: we send
-BEGIN, a preamble (for a restore: drop what the backup does not have), the archive, and COMMIT only once the
-whole archive has been read and its integrity proven. If chrono-ci dies half-way (SIGKILL, a cancelled job),
-psql reaches the end of its input inside an open transaction and exits, and the server rolls everything back;
-`psql --single-transaction` would instead COMMIT at the end of its input, whatever came before it. Lines that a target
-cannot take are neutralised on the way: `SET transaction_timeout` (pg_dump >= 17) on servers older than 17, and
-`\\restrict` / `\\unrestrict` for a psql that predates them.
+chrono-ci runs the archive itself, over one libpq connection, instead of handing it to psql:
+
+- each statement the scanner finds is judged (chrono_ci.dumprules) and sent on its own through the extended
+  query protocol, where the server refuses a message holding more than one statement, so a statement can never
+  smuggle a second one past the judge; psql commands are never run, because there is no psql;
+- after each statement the connection must still be inside the restore's transaction, or the restore stops;
+- COPY data streams through in pieces, never held whole;
+- after the last byte, the stored bytes' sha256 and the SQL's size are compared with the archive's record, and
+  every table's row count with the record's, inside the same transaction; only then is COMMIT sent (a
+  restore-verification rolls back instead). A signal or a kill before that leaves the target exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
-import threading
-from collections import deque
-from collections.abc import Callable
+import select
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from chrono_ci.errors import RestoreFailed
-from chrono_ci.pipeline import Decryptor, read_archive
-from chrono_ci.postgres import DatabaseTarget, PgTools
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
+from psycopg.pq.abc import PGresult
+
+from chrono_ci.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
+from chrono_ci.errors import ChronoError, ExitCode, Interrupted, RestoreFailed, VerificationFailed
+from chrono_ci.pipeline import ArchiveContents, Decryptor, read_archive
+from chrono_ci.postgres import DatabaseTarget, explain_connection_error
 from chrono_ci.settings import Compression
+from chrono_ci.sqlscan import CopyData, CopyEnd
 
-# The first psql of each branch that knows \restrict (CVE-2025-8714).
-RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
-_META = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+$")
 _MISSING_EXTENSION = re.compile(
     r'extension "([^"]+)" is not available|could not open extension control file "[^"]*/([^/"]+)\.control"'
 )
+_WAIT_SLICE = 0.5  # seconds between two looks at the socket: a signal is handled at once, whatever the server does
+DISK_FULL = "53100"
+LOCK_NOT_AVAILABLE = "55P03"
 
 
-def psql_knows_restrict(version: str) -> bool:
-    major, _, minor = version.partition(".")
-    number = int(major)
-    if number >= 18:
-        return True
-    since = RESTRICT_SINCE.get(number)
-    return since is not None and int(minor or 0) >= since
+class ArchiveRefused(VerificationFailed):
+    """The archive holds what pg_dump never writes (a psql command, transaction control, ...): not restored."""
+
+    exit_code = ExitCode.UNSAFE
 
 
-class SqlFilter:
-    """Rewrites the few lines a target cannot take; everything else passes through untouched.
+class CountMismatch(VerificationFailed):
+    """Restored row counts differ from the record's: (expected, found) per table."""
 
-    Lines are only ever looked at outside COPY data (a table may hold a row that reads `COMMIT;`), and each
-    rewritten line becomes a comment, so line numbers in psql's messages still match the archive.
-    Rewritten: `SET transaction_timeout` for servers older than 17; `\\restrict` lines for a psql that predates
-    them; and the `BEGIN;` / `COMMIT;` that pg_dump puts around large-object data, which would otherwise commit
-    the restore's one transaction half-way through.
-    """
-
-    def __init__(self, server_major: int, psql_version: str) -> None:
-        self.drop_transaction_timeout = server_major < 17
-        self.drop_restrict = not psql_knows_restrict(psql_version)
-        self._carry = b""
-        self._in_copy = False
-        self._copy_line_start = True
-        self._blobs = "outside"  # "header" after a BLOBS comment, "inside" between its BEGIN and COMMIT
-
-    def feed(self, data: bytes) -> bytes:
-        data = self._carry + data
-        self._carry = b""
-        out: list[bytes] = []
-        pos = 0
-        size = len(data)
-        while pos < size:
-            if self._in_copy:
-                end = self._copy_end(data, pos)
-                if end == -1:
-                    # The terminator line may begin in the last bytes: keep a possible start of it for next time.
-                    last = data.rfind(b"\n", pos)
-                    line_start = last + 1 if last != -1 else pos
-                    at_line_start = last != -1 or self._copy_line_start
-                    tail = data[line_start:]
-                    if at_line_start and len(tail) < 3 and b"\\.\n".startswith(tail):
-                        out.append(data[pos:line_start])
-                        self._carry, self._copy_line_start = tail, True
-                    else:
-                        out.append(data[pos:])
-                        self._copy_line_start = data.endswith(b"\n")
-                    return b"".join(out)
-                out.append(data[pos:end])
-                pos, self._in_copy = end, False
-                continue
-            newline = data.find(b"\n", pos)
-            if newline == -1:
-                self._carry = data[pos:]
-                break
-            out.append(self._line(data[pos:newline]) + b"\n")
-            pos = newline + 1
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        rest, self._carry = self._carry, b""
-        if self._in_copy or not rest:
-            return rest
-        return self._line(rest)
-
-    def _copy_end(self, data: bytes, pos: int) -> int:
-        """Where the COPY data ends (just past its `\\.` line), or -1."""
-        if self._copy_line_start and data.startswith(b"\\.\n", pos):
-            return pos + 3
-        found = data.find(b"\n\\.\n", pos)
-        return found + 4 if found != -1 else -1
-
-    def _line(self, line: bytes) -> bytes:
-        if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-            self._in_copy, self._copy_line_start = True, True
-            return line
-        stripped = line.strip()
-        if self.drop_transaction_timeout and stripped == b"SET transaction_timeout = 0;":
-            return b"-- chrono-ci: the transaction_timeout setting was removed (the target is older than 17)"
-        if self.drop_restrict and _META.match(line):
-            return b"-- chrono-ci: a restrict line was removed (this psql predates it)"
-        if line.startswith(b"-- Data for Name: ") and b"; Type: BLOBS;" in line:
-            self._blobs = "header"
-        elif self._blobs == "header" and stripped and not stripped.startswith(b"--"):
-            if line == b"BEGIN;":
-                self._blobs = "inside"
-                return b"-- chrono-ci: BEGIN; of the large-object data removed (the restore is one transaction)"
-            self._blobs = "outside"
-        elif self._blobs == "inside" and line == b"COMMIT;":
-            self._blobs = "outside"
-            return b"-- chrono-ci: COMMIT; of the large-object data removed (the restore is one transaction)"
-        return line
-
-
-def run_sql_restore(
-    archive: Path,
-    compression: Compression,
-    target: DatabaseTarget,
-    tools: PgTools,
-    server_major: int,
-    *,
-    preamble: str = "",
-    decrypt: Callable[[], Decryptor] | None = None,
-) -> None:
-    """Restore `archive` into `target` in one transaction; raise RestoreFailed (target untouched) on any error."""
-    sql_filter = SqlFilter(server_major, tools.version)
-    args = [
-        str(tools.tool("psql")),
-        "-X",  # no ~/.psqlrc: its settings must not change what a restore does
-        "--no-password",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-o",
-        "/dev/null",
-        "-f",
-        "-",
-    ]
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=target.libpq_env(),
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    errors: deque[bytes] = deque(maxlen=200)
-    drain = threading.Thread(target=lambda: errors.extend(proc.stderr or []), daemon=True)
-    drain.start()
-    stdin = proc.stdin
-    broken = False
-
-    def send(data: bytes) -> None:
-        stdin.write(sql_filter.feed(data))
-
-    try:
-        with archive.open("rb") as handle:
-            stdin.write(b"BEGIN;\n")
-            if preamble:
-                stdin.write(preamble.encode() + b"\n")
-            # The rows are counted on the server afterwards; counting them here too would only cost CPU.
-            read_archive(
-                handle,
-                compression,
-                on_raw=send,
-                count_rows=False,
-                decryptor=decrypt() if decrypt is not None else None,
-            )
-            stdin.write(sql_filter.finish())
-            # Only now, with every byte read and checked: an interrupted restore never reaches this line.
-            stdin.write(b"\nCOMMIT;\n")
-    except BrokenPipeError:
-        broken = True  # psql stopped reading: it hit an error; its message tells which
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            stdin.close()
-    code = proc.wait()
-    drain.join(timeout=10)
-    if code != 0 or broken:
-        raise explain_psql_failure(b"".join(errors).decode("utf-8", errors="replace"), target, code)
-
-
-def explain_psql_failure(text: str, target: DatabaseTarget, code: int) -> RestoreFailed:
-    lines = [line for line in text.splitlines() if line.strip()]
-    detail = "\n".join(lines[-6:]) if lines else f"psql exited {code}"
-    missing = missing_extensions(text)
-    if missing:
-        return MissingExtensions(
-            missing,
-            f"The server at {target.display()} lacks the extension(s) {', '.join(missing)} that the backup uses; "
-            "the transaction was rolled back and nothing changed.",
-            hint="Install the extension's package on that server (or use a server that has it), then run again. "
-            "This is not damage in the archive.",
-        )
-    return RestoreFailed(
-        f"The restore into {target.display()} failed and was rolled back; the database is exactly as before:\n{detail}",
-        hint="Read psql's message above: a statement the target rejects (an older server, a missing role or "
-        "extension), or a lost connection.",
-    )
+    def __init__(self, mismatches: dict[str, tuple[int | None, int | None]], message: str, hint: str) -> None:
+        super().__init__(message, hint)
+        self.mismatches = mismatches
 
 
 class MissingExtensions(RestoreFailed):
@@ -226,6 +64,512 @@ class MissingExtensions(RestoreFailed):
         self.names = names
 
 
+class ConnectionLost(Exception):
+    """The connection to the server broke (the server went away, or a session was terminated)."""
+
+
+class StatementFailed(Exception):
+    """The server rejected a statement (or a COPY's data)."""
+
+    def __init__(self, result: PGresult, line: int | None) -> None:
+        self.sqlstate = _field(result, pq.DiagnosticField.SQLSTATE)
+        self.primary = _field(result, pq.DiagnosticField.MESSAGE_PRIMARY) or _text(result.error_message).strip()
+        self.detail = _field(result, pq.DiagnosticField.MESSAGE_DETAIL)
+        self.server_hint = _field(result, pq.DiagnosticField.MESSAGE_HINT)
+        self.line = line
+        super().__init__(self.primary)
+
+    def describe(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        text = f"{where}ERROR: {self.primary}"
+        if self.detail:
+            text += f"\nDETAIL: {self.detail}"
+        if self.server_hint:
+            text += f"\nHINT: {self.server_hint}"
+        return text
+
+
+def _field(result: PGresult, which: pq.DiagnosticField) -> str:
+    value = result.error_field(which)
+    return _text(value) if value else ""
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
+class ServerSession:
+    """One connection driven at the protocol level: one statement per message, waits that a signal can break."""
+
+    def __init__(self, target: DatabaseTarget, application: str = "chrono-ci restore") -> None:
+        args = target.conninfo()
+        args.setdefault("connect_timeout", "10")
+        args["application_name"] = application
+        self.target = target
+        self.pgconn = pq.PGconn.connect(make_conninfo("", **args).encode())
+        if self.pgconn.status != pq.ConnStatus.OK:
+            message = _text(self.pgconn.error_message)
+            self.pgconn.finish()
+            raise explain_connection_error(message, target)
+        self.warnings: list[str] = []
+        self.pgconn.notice_handler = self._notice
+        self.in_copy = False
+
+    def _notice(self, result: PGresult) -> None:
+        severity = _field(result, pq.DiagnosticField.SEVERITY_NONLOCALIZED)
+        if severity == "WARNING" and len(self.warnings) < 200:
+            self.warnings.append(_field(result, pq.DiagnosticField.MESSAGE_PRIMARY))
+
+    @property
+    def backend_pid(self) -> int:
+        return self.pgconn.backend_pid
+
+    @property
+    def transaction_status(self) -> pq.TransactionStatus:
+        return pq.TransactionStatus(self.pgconn.transaction_status)
+
+    def execute(self, sql: bytes | str, line: int | None = None) -> PGresult:
+        """Run one statement; raise StatementFailed with the server's message when it fails."""
+        query = sql.encode() if isinstance(sql, str) else sql
+        with self._connection_errors():
+            self.pgconn.send_query_params(query, None)
+        last: PGresult | None = None
+        failure: PGresult | None = None
+        for result in self._results():
+            if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+                failure = result
+            last = result
+            if result.status == pq.ExecStatus.COPY_IN:
+                self.in_copy = True
+                return result
+        if failure is not None:
+            raise StatementFailed(failure, line)
+        assert last is not None
+        return last
+
+    def values(self, sql: str) -> list[list[str | None]]:
+        result = self.execute(sql)
+        return [
+            [None if (v := result.get_value(row, col)) is None else _text(v) for col in range(result.nfields)]
+            for row in range(result.ntuples)
+        ]
+
+    def copy_in(self, sql: bytes, line: int) -> None:
+        result = self.execute(sql, line)
+        if result.status != pq.ExecStatus.COPY_IN:
+            raise RestoreFailed(f"line {line}: the server did not start taking COPY data.")
+
+    def write(self, data: memoryview | bytes) -> None:
+        with self._connection_errors():
+            sent = self.pgconn.put_copy_data(data)
+        if sent != 1:
+            raise ConnectionLost(_text(self.pgconn.error_message))
+
+    def end_copy(self, line: int) -> int:
+        """Close the COPY; the server's own count of the rows it loaded."""
+        self.in_copy = False
+        with self._connection_errors():
+            ended = self.pgconn.put_copy_end()
+        if ended != 1:
+            raise ConnectionLost(_text(self.pgconn.error_message))
+        rows = 0
+        failure: PGresult | None = None
+        for result in self._results():
+            if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+                failure = result
+            elif result.command_tuples is not None:
+                rows = result.command_tuples
+        if failure is not None:
+            raise StatementFailed(failure, line)
+        return rows
+
+    def _results(self) -> Iterator[PGresult]:
+        """The results of what was sent, waiting on the socket in slices so that a signal is never held up."""
+        while True:
+            self._wait_ready()
+            result = self.pgconn.get_result()
+            if result is None:
+                return
+            yield result
+            if result.status == pq.ExecStatus.COPY_IN:
+                return
+
+    def _wait_ready(self) -> None:
+        with self._connection_errors():
+            while True:
+                self.pgconn.consume_input()
+                if not self.pgconn.is_busy():
+                    return
+                select.select([self.pgconn.socket], [], [], _WAIT_SLICE)
+
+    @contextlib.contextmanager
+    def _connection_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise ConnectionLost(str(exc).strip()) from None
+
+    def abort(self) -> None:
+        """Stop whatever the server is doing for us and hang up: an open transaction is rolled back."""
+        with contextlib.suppress(Exception):
+            if self.transaction_status == pq.TransactionStatus.ACTIVE or self.in_copy:
+                self.pgconn.get_cancel().cancel()
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.pgconn.finish()
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the archive must hold, checked as it is replayed: its record's values, or, where the record lacks one
+    (no record: `--allow-unlisted`), what the integrity test read from the same file a moment before."""
+
+    sha256: str | None = None
+    raw_size: int | None = None
+    tables: dict[str, int] | None = None
+
+    @staticmethod
+    def of(record: Mapping[str, Any] | None, contents: ArchiveContents | None) -> Expected:
+        record = record or {}
+        sha256 = record.get("sha256")
+        raw = record.get("raw_size_bytes")
+        tables = record.get("tables")
+        valid_tables = isinstance(tables, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in tables.items()
+        )
+        return Expected(
+            sha256=sha256 if isinstance(sha256, str) else contents.stored_sha256 if contents else None,
+            raw_size=raw
+            if isinstance(raw, int) and not isinstance(raw, bool)
+            else contents.raw_bytes
+            if contents
+            else None,
+            tables=dict(tables) if valid_tables else dict(contents.tables) if contents else None,  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class ReplayOutcome:
+    tables: dict[str, int]  # counted inside the transaction, before it committed (or rolled back)
+    statements: int = 0
+    rows_loaded: int = 0
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    committed: bool = False
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """How the restore treats other sessions on the target."""
+
+    lock_timeout_seconds: float = 10.0
+    terminate_sessions: bool = False
+
+
+def replay_archive(
+    archive: Path,
+    compression: Compression,
+    target: DatabaseTarget,
+    *,
+    expected: Expected,
+    profile: str = "postgres",
+    preamble: Sequence[str] = (),
+    commit: bool = True,
+    decrypt: Callable[[], Decryptor] | None = None,
+    sessions: SessionRules | None = None,
+) -> ReplayOutcome:
+    """Restore `archive` into `target` in one transaction, proven before COMMIT (or, with commit=False, rolled
+    back once proven: a restore-verification). Raises (target untouched): ArchiveRefused, VerificationFailed,
+    RestoreFailed, MissingExtensions, Interrupted."""
+    rules = sessions or SessionRules()
+    session = ServerSession(target)
+    committed = False
+    commit_sent = False
+    try:
+        server_major = session.pgconn.server_version // 10000
+        if server_major >= 14:
+            # The server notices a vanished client within a second, even inside a long CREATE INDEX.
+            session.execute("SET client_connection_check_interval = '1s'")
+        if rules.terminate_sessions:
+            terminateother_sessions(session)
+        lock_timeout = f"SET LOCAL lock_timeout = '{int(rules.lock_timeout_seconds * 1000)}ms'"
+        session.execute("BEGIN")
+        session.execute(lock_timeout)
+        for statement in preamble:
+            _run_ours(session, statement, target)
+        session.execute(lock_timeout)  # the preamble may have reset it
+        outcome = _stream(session, archive, compression, target, expected, profile, server_major, decrypt)
+        # Deferred checks and triggers run now, before the proof, so that COMMIT has nothing left that can fail.
+        session.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        tables = expected.tables if expected.tables is not None else outcome.tables
+        found = count_rows(session, sorted(tables))
+        mismatches = {name: (tables[name], found.get(name)) for name in tables if tables[name] != found.get(name)}
+        if mismatches:
+            shown = ", ".join(f"{n}: {e} in the backup, {f} restored" for n, (e, f) in list(mismatches.items())[:8])
+            raise CountMismatch(
+                dict(mismatches),
+                f"Row counts differ from the backup's record after the restore ({shown}); it was rolled back and "
+                "nothing changed.",
+                hint="The archive does not hold what its record says: choose another archive.",
+            )
+        outcome.tables = {name: int(found[name] or 0) for name in tables}
+        outcome.warnings = list(session.warnings)
+        if commit:
+            commit_sent = True
+            session.execute("COMMIT")
+            committed = True
+        else:
+            session.execute("ROLLBACK")
+        outcome.committed = committed
+        return outcome
+    except Interrupted as stop:
+        if commit_sent and not committed:
+            stop.message = (
+                "Stopped by a signal while COMMIT was on its way: the restore may or may not have been committed."
+            )
+            stop.hint = "Look at the target before you use it; the safety backup holds the database as it was."
+        else:
+            stop.message = "Stopped by a signal: the restore's transaction was rolled back; nothing was committed."
+            stop.hint = "The target is exactly as it was. Run again when ready."
+        raise
+    except StatementFailed as failure:
+        raise explain_failure(failure, target) from None
+    except ConnectionLost as lost:
+        if commit_sent:
+            raise RestoreFailed(
+                f"The connection to {target.display()} broke while COMMIT was on its way ({lost}): the restore may "
+                "or may not have been committed.",
+                hint="Look at the target before you use it; the safety backup holds the database as it was.",
+            ) from None
+        raise RestoreFailed(
+            f"The connection to {target.display()} broke during the restore ({lost}). The server rolls back an "
+            "unfinished transaction: nothing was committed, and the database is exactly as before.",
+            hint="Check that the server is up and that nothing ends sessions (an admin, a pooler, a timeout), then "
+            "run again.",
+        ) from None
+    finally:
+        if committed or not commit:
+            session.close()
+        else:
+            session.abort()
+
+
+def _run_ours(session: ServerSession, statement: str, target: DatabaseTarget) -> None:
+    """A statement of chrono-ci's own (the preamble that empties the target); a lock wait names who holds it."""
+    try:
+        session.execute(statement)
+    except StatementFailed as failure:
+        if failure.sqlstate == LOCK_NOT_AVAILABLE:
+            raise blocked_by_sessions(session, target) from None
+        raise
+
+
+def _stream(
+    session: ServerSession,
+    archive: Path,
+    compression: Compression,
+    target: DatabaseTarget,
+    expected: Expected,
+    profile: str,
+    server_major: int,
+    decrypt: Callable[[], Decryptor] | None,
+) -> ReplayOutcome:
+    reader = DumpReader(profile, server_major=server_major, keep=MAX_STATEMENT, restoring=True)
+    outcome = ReplayOutcome(tables={})
+    copy_line = 0
+
+    def apply(items: list[Verdict | CopyData | CopyEnd]) -> None:
+        nonlocal copy_line
+        for item in items:
+            if isinstance(item, CopyData):
+                session.write(item.data)
+            elif isinstance(item, CopyEnd):
+                loaded = session.end_copy(copy_line)
+                if loaded != item.rows:
+                    raise ArchiveRefused(
+                        f"line {copy_line}: the server loaded {loaded} rows where the archive holds {item.rows}: "
+                        "its COPY data is not what pg_dump writes. The restore was rolled back.",
+                        hint="Do not restore this archive; choose another from `chrono-ci recovery list`.",
+                    )
+                outcome.rows_loaded += loaded
+            else:
+                line = item.event.line_of_body()
+                if item.action == COPY:
+                    copy_line = line
+                    session.copy_in(item.event.body(), line)
+                elif item.action == RUN:
+                    # Without pg_dump's comment lines: what the server logs and pg_stat_activity show is the SQL.
+                    session.execute(item.event.body(), line)
+                    if session.transaction_status != pq.TransactionStatus.INTRANS:
+                        raise ArchiveRefused(
+                            f"line {line}: the statement left the restore's transaction. The restore was stopped "
+                            "there and nothing was committed.",
+                            hint="Do not restore this archive; choose another from `chrono-ci recovery list`.",
+                        )
+                outcome.statements += 1
+        if reader.refusal is not None:
+            raise ArchiveRefused(
+                f"The archive was refused: {reader.refusal.message()}. The restore was rolled back; the target is "
+                "exactly as it was.",
+                hint="pg_dump never writes this: the archive was altered or planted. Do not restore it; choose "
+                "another archive from `chrono-ci recovery list`, and see SECURITY.md.",
+            )
+
+    with archive.open("rb") as handle:
+        contents = read_archive(
+            handle,
+            compression,
+            on_raw=lambda data: apply(reader.feed(data)),
+            count_rows=False,
+            decryptor=decrypt() if decrypt is not None else None,
+            max_raw=expected.raw_size,
+        )
+    apply(reader.finish())
+    outcome.skipped = list(reader.skipped)
+    outcome.tables = dict(reader.tables)
+    problems = []
+    if not contents.trailer_seen:
+        problems.append("the dump's closing line is missing (it was cut off)")
+    if expected.sha256 is not None and contents.stored_sha256 != expected.sha256:
+        problems.append(f"its sha256 is {contents.stored_sha256}, its record says {expected.sha256}")
+    if expected.raw_size is not None and contents.raw_bytes != expected.raw_size:
+        problems.append(f"it holds {contents.raw_bytes} bytes of SQL, its record says {expected.raw_size}")
+    if problems:
+        raise VerificationFailed(
+            f"The archive read during the restore is not the one that was checked: {'; '.join(problems)}. "
+            "The restore was rolled back.",
+            hint="The file changed or was replaced while it was being restored; do not use it.",
+        )
+    return outcome
+
+
+def count_rows(session: ServerSession, tables: list[str]) -> dict[str, int | None]:
+    """Every table's row count (None where it does not exist), from inside the restore's transaction.
+
+    A table's own rows, as COPY loaded them: `ONLY`, so that an inheritance parent does not count its children;
+    a partitioned table (loaded through its root) counts its partitions'.
+    """
+    found: dict[str, int | None] = dict.fromkeys(tables)
+    for start in range(0, len(tables), 200):
+        batch = tables[start : start + 200]
+        pairs = [table.partition(".") for table in batch]
+        literals = ", ".join(f"({_literal(schema)}, {_literal(name)})" for schema, _, name in pairs)
+        kinds = {
+            (schema, name): kind
+            for schema, name, kind in session.values(
+                "SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                f"WHERE (n.nspname, c.relname) IN ({literals}) AND c.relkind IN ('r', 'p')"
+            )
+        }
+        present = [(table, (schema, name)) for table, (schema, _, name) in zip(batch, pairs, strict=True)]
+        present = [(table, key) for table, key in present if key in kinds]
+        if not present:
+            continue
+        counts = ", ".join(
+            f"(SELECT count(*) FROM {'' if kinds[key] == 'p' else 'ONLY '}{_ident(key[0])}.{_ident(key[1])})"
+            for _, key in present
+        )
+        row = session.values(f"SELECT {counts}")[0]
+        for (table, _), value in zip(present, row, strict=True):
+            found[table] = int(value or 0)
+    return found
+
+
+def terminateother_sessions(session: ServerSession) -> None:
+    """--terminate-sessions: end every other session on the target database before the restore starts."""
+    others = other_sessions(session)
+    if not others:
+        return
+    try:
+        session.execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity "
+            "WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid()"
+        )
+    except StatementFailed as failure:
+        raise RestoreFailed(
+            f"--terminate-sessions: the role {session.target.user} may not end the other sessions on "
+            f"{session.target.display()} ({failure.primary}): {sessions_text(others)}.",
+            hint="Restore as the database owner or a superuser, grant the role pg_signal_backend, or stop the "
+            "application yourself. Nothing was touched.",
+        ) from None
+
+
+def blocked_by_sessions(session: ServerSession, target: DatabaseTarget) -> RestoreFailed:
+    """The lock wait ran out: name the sessions that hold the target, from a second connection."""
+    others: list[list[str | None]] = []
+    with contextlib.suppress(ChronoError, Exception):
+        probe = ServerSession(target, application="chrono-ci restore (lock check)")
+        try:
+            others = [row for row in other_sessions(probe) if row[0] != str(session.backend_pid)]
+        finally:
+            probe.close()
+    listed = sessions_text(others) if others else "sessions that have since ended"
+    return RestoreFailed(
+        f"The restore could not lock the objects of {target.display()} in time: other sessions use them "
+        f"({listed}). The restore was rolled back; nothing changed.",
+        hint="Stop the application (or run the restore when it is idle), or add --terminate-sessions to end those "
+        "sessions first; --lock-timeout sets how long to wait.",
+    )
+
+
+def other_sessions(session: ServerSession) -> list[list[str | None]]:
+    return session.values(
+        "SELECT pid::text, usename, application_name, state, "
+        "COALESCE(to_char(now() - xact_start, 'HH24:MI:SS'), '') "
+        "FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() "
+        # Another role's sessions show no backend_type (or state) to a role without pg_read_all_stats.
+        "AND COALESCE(backend_type, 'client backend') = 'client backend' ORDER BY pid"
+    )
+
+
+def sessions_text(rows: list[list[str | None]]) -> str:
+    shown = [
+        f"pid {pid} ({user or 'another role'}, {app or 'no application name'}, {state or 'state not visible'}"
+        + (f", in a transaction for {since}" if since else "")
+        + ")"
+        for pid, user, app, state, since in rows[:8]
+    ]
+    more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
+    return "; ".join(shown) + more
+
+
+def explain_failure(failure: StatementFailed, target: DatabaseTarget) -> RestoreFailed:
+    text = f"{failure.primary}\n{failure.detail}"
+    missing = sorted({a or b for a, b in _MISSING_EXTENSION.findall(text)})
+    if missing:
+        return MissingExtensions(
+            missing,
+            f"The server at {target.display()} lacks the extension(s) {', '.join(missing)} that the backup uses; "
+            "the transaction was rolled back and nothing changed.",
+            hint="Install the extension's package on that server (or use a server that has it), then run again. "
+            "This is not damage in the archive.",
+        )
+    if failure.sqlstate == DISK_FULL:
+        return RestoreFailed(
+            f"The server at {target.display()} ran out of disk space during the restore, which was rolled back; "
+            f"the database is exactly as before:\n{failure.describe()}",
+            hint="Free space on the database server (or use a larger one) and run again. This is not damage in the "
+            "archive.",
+        )
+    return RestoreFailed(
+        f"The restore into {target.display()} failed and was rolled back; the database is exactly as before:\n"
+        f"{failure.describe()}",
+        hint="Read the server's message above: a statement the target rejects (an older server, a missing role "
+        "or extension), or a lost connection.",
+    )
+
+
 def missing_extensions(text: str) -> list[str]:
-    names = [a or b for a, b in _MISSING_EXTENSION.findall(text)]
-    return sorted(set(names))
+    return sorted({a or b for a, b in _MISSING_EXTENSION.findall(text)})
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

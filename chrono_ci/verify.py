@@ -58,6 +58,7 @@ def check_archive(
     count_rows: bool = True,
     encrypted: bool = False,
     decrypt: DecryptorFactory | None = None,
+    profile: str = "postgres",
 ) -> IntegrityReport:
     try:
         handle = path.open("rb")
@@ -67,7 +68,14 @@ def check_archive(
         return report
     with handle:
         return check_stream(
-            handle, path.name, compression, entry, count_rows=count_rows, encrypted=encrypted, decrypt=decrypt
+            handle,
+            path.name,
+            compression,
+            entry,
+            count_rows=count_rows,
+            encrypted=encrypted,
+            decrypt=decrypt,
+            profile=profile,
         )
 
 
@@ -80,6 +88,7 @@ def check_stream(
     count_rows: bool = True,
     encrypted: bool = False,
     decrypt: DecryptorFactory | None = None,
+    profile: str = "postgres",
 ) -> IntegrityReport:
     """The integrity check on any readable stream of the stored archive (a local file, an S3 download).
 
@@ -92,7 +101,16 @@ def check_stream(
         return _checksum_only(counted, name, entry, report)
     try:
         decryptor = decrypt() if decrypt is not None else None
-        contents = read_archive(counted, compression, count_rows=count_rows, decryptor=decryptor)  # type: ignore[arg-type]
+        recorded_raw = (entry or {}).get("raw_size_bytes")
+        contents = read_archive(
+            counted,  # type: ignore[arg-type]
+            compression,
+            count_rows=count_rows,
+            decryptor=decryptor,
+            profile=profile,
+            # A decompression bomb stops where its record says the SQL ends.
+            max_raw=recorded_raw if isinstance(recorded_raw, int) and not isinstance(recorded_raw, bool) else None,
+        )
     except AgeKeyError:
         raise  # a wrong or missing key is not damage: stop and say which key
     except (VerificationFailed, AgeError) as exc:
@@ -111,6 +129,12 @@ def check_stream(
         if contents.trailer_seen
         else Check("trailer", False, "the dump's closing line is missing: it was cut off")
     )
+    if count_rows:
+        report.checks.append(
+            Check("contents", True, "only SQL that pg_dump writes (no psql command, no transaction control)")
+            if contents.refusal is None
+            else Check("contents", False, f"refused: {contents.refusal.message()}")
+        )
     if entry is not None and "raw_size_bytes" in entry:
         raw = entry.get("raw_size_bytes")
         report.checks.append(

@@ -76,6 +76,8 @@ ALLOWED: dict[str, str] = {
     "the part size, attempts and timeouts at their defaults",
     "chrono_ci/storage/s3.py: S3 max_attempts={} must be at least 1.": "as above",
     "chrono_ci/storage/s3.py: S3 connect_timeout and read_timeout must be positive numbers of seconds.": "as above",
+    "chrono_ci/sqlrestore.py: line {}: the server did not start taking COPY data.": "protocol guard: the server "
+    "answers a `COPY ... FROM stdin` it accepted with CopyInResponse; anything else was an error, reported as such",
     # --- pass-throughs: no text of their own; what they print is a message documented where it is made ---
     "chrono_ci/verify.py: {}": "Check('decryption' / 'decompression', False, exc.message): an AgeError or "
     "VerificationFailed message",

@@ -91,7 +91,7 @@ def test_sigterm_during_a_backup(
 def test_sigkill_during_a_restore(
     pg18: PgServer, make_database: Callable[..., str], run_cli: Run, tmp_path: Path
 ) -> None:
-    """chrono-ci killed outright: psql's transaction is never committed; the safety backup is on disk."""
+    """chrono-ci killed outright: its transaction is never committed; the safety backup is on disk."""
     url = make_database(pg18, BIG_TABLE)
     folder = tmp_path / "backups"
     env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder)}
@@ -106,21 +106,23 @@ def test_sigkill_during_a_restore(
     wait_for(
         lambda: bool(
             pg18.execute(
-                f"SELECT 1 FROM pg_stat_activity WHERE datname = '{dbname}' AND application_name = 'psql' "
+                f"SELECT 1 FROM pg_stat_activity WHERE datname = '{dbname}' AND application_name = 'chrono-ci restore' "
                 "AND state <> 'idle'"
             )
         ),
-        "psql to start restoring",
+        "chrono-ci to start restoring",
     )
     time.sleep(0.1)  # inside the data by now, and far from its end
     proc.kill()
     proc.communicate(timeout=30)
-    # psql sees its input end inside an open transaction and exits; the server rolls back.
+    # The connection drops with the transaction open: the server rolls back.
     wait_for(
         lambda: (
-            not pg18.execute(f"SELECT 1 FROM pg_stat_activity WHERE datname = '{dbname}' AND application_name = 'psql'")
+            not pg18.execute(
+                f"SELECT 1 FROM pg_stat_activity WHERE datname = '{dbname}' AND application_name = 'chrono-ci restore'"
+            )
         ),
-        "psql to exit",
+        "the restore session to end",
     )
     assert state(url) == before
     safety = [e for e in entries(folder) if e["series"] == "safety"]

@@ -9,11 +9,11 @@ import zlib
 import pytest
 import zstandard
 
+from chrono_ci.dumprules import SKIP, DumpReader, Verdict
 from chrono_ci.errors import ConfigError, VerificationFailed
-from chrono_ci.pipeline import CopyRowCounter, make_compressor, read_archive
+from chrono_ci.pipeline import make_compressor, read_archive
 from chrono_ci.postgres import parse_database_url
 from chrono_ci.settings import resolve_settings
-from chrono_ci.sqlrestore import SqlFilter, psql_knows_restrict
 
 DUMP = (
     b"--\n-- PostgreSQL database dump\n--\n\\restrict abc123\nSET transaction_timeout = 0;\nSET x = 1;\n"
@@ -29,17 +29,19 @@ EXPECTED = {"public.a": 3, "public.empty": 0, 'Schéma.Ta "ble': 0, "public.b": 
 def test_copy_row_counter_is_exact_at_every_chunk_boundary() -> None:
     rng = random.Random(7)
     for _ in range(2000):
-        counter = CopyRowCounter()
+        counter = DumpReader()
         pos = 0
         while pos < len(DUMP):
             size = rng.choice([1, 2, 3, 4, 5, 7, 64, 4096])
             counter.feed(DUMP[pos : pos + size])
             pos += size
+        counter.finish()
         assert counter.tables == EXPECTED
+        assert counter.refusal is None
 
 
 def test_copy_row_counter_sums_repeated_blocks_of_one_table() -> None:
-    counter = CopyRowCounter()
+    counter = DumpReader()
     counter.feed(b"COPY public.p (x) FROM stdin;\n1\n2\n\\.\nCOPY public.p (x) FROM stdin;\n3\n\\.\n")
     assert counter.tables == {"public.p": 3}
 
@@ -71,32 +73,19 @@ def test_zstd_archives_carry_a_content_checksum() -> None:
     assert zlib.crc32(b"") == 0  # gzip archives carry a CRC32 by format
 
 
-def test_sql_filter_for_an_old_server_and_old_psql() -> None:
-    sql_filter = SqlFilter(server_major=15, psql_version="15.4")
-    rng = random.Random(3)
-    out = b""
-    pos = 0
-    while pos < len(DUMP):
-        size = rng.choice([1, 5, 17, 300])
-        out += sql_filter.feed(DUMP[pos : pos + size])
-        pos += size
-    out += sql_filter.finish()
-    assert b"SET transaction_timeout" not in out
-    assert b"\\restrict" not in out and b"\\unrestrict" not in out
-    assert out.count(b"\n") == DUMP.count(b"\n")  # lines are replaced by comments, never removed or merged
-    assert b"2\t\\\\.\n" in out
+def test_an_old_target_skips_only_the_settings_it_cannot_take() -> None:
+    reader = DumpReader(server_major=15, restoring=True)
+    verdicts = [v for v in reader.feed(DUMP) + reader.finish() if isinstance(v, Verdict)]
+    skipped = [v.event.body() for v in verdicts if v.action == SKIP]
+    assert skipped == [b"SET transaction_timeout = 0;"]
+    assert reader.refusal is None and reader.tables == EXPECTED
 
 
-def test_sql_filter_leaves_modern_targets_alone() -> None:
-    assert SqlFilter(server_major=18, psql_version="18.6").feed(DUMP) == DUMP
-
-
-@pytest.mark.parametrize(
-    ("version", "knows"),
-    [("18.0", True), ("17.6", True), ("17.5", False), ("15.14", True), ("15.13", False), ("12.9", False)],
-)
-def test_psql_versions_that_know_restrict(version: str, knows: bool) -> None:
-    assert psql_knows_restrict(version) is knows
+def test_a_modern_target_runs_every_statement() -> None:
+    reader = DumpReader(server_major=18, restoring=True)
+    verdicts = [v for v in reader.feed(DUMP) + reader.finish() if isinstance(v, Verdict)]
+    assert all(v.action != SKIP for v in verdicts)
+    assert reader.refusal is None
 
 
 def test_special_character_passwords_are_decoded_and_kept_out_of_display() -> None:
@@ -149,21 +138,20 @@ LARGE_OBJECTS = (
 )
 
 
-def test_sql_filter_neutralises_only_the_large_object_transaction() -> None:
+def test_only_the_large_object_transaction_is_left_out() -> None:
     rng = random.Random(5)
     for _ in range(300):
-        sql_filter = SqlFilter(server_major=18, psql_version="18.6")
-        out = b""
+        reader = DumpReader(server_major=18, restoring=True)
+        items: list[object] = []
         pos = 0
         while pos < len(LARGE_OBJECTS):
             size = rng.choice([1, 2, 3, 7, 40, 4096])
-            out += sql_filter.feed(LARGE_OBJECTS[pos : pos + size])
+            items += reader.feed(LARGE_OBJECTS[pos : pos + size])
             pos += size
-        out += sql_filter.finish()
-        lines = out.split(b"\n")
+        items += reader.finish()
+        assert reader.refusal is None
+        verdicts = [v for v in items if isinstance(v, Verdict)]
         # COPY data keeps its rows, whatever they say; the procedure keeps its COMMIT.
-        assert lines[1:3] == [b"BEGIN;", b"COMMIT;"]
-        assert b"  COMMIT;" in lines
-        assert lines.count(b"BEGIN;") == 1 and lines.count(b"COMMIT;") == 1
-        assert out.count(b"large-object data removed") == 2
-        assert len(lines) == len(LARGE_OBJECTS.split(b"\n"))
+        assert reader.tables == {"public.t": 2}
+        assert [v.event.body() for v in verdicts if v.action == SKIP] == [b"BEGIN;", b"COMMIT;"]
+        assert verdicts[-1].event.body().endswith(b"  COMMIT;\nEND $$;")
