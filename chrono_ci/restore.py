@@ -215,7 +215,7 @@ def run_restore(
     reporter.step("5. restore, in one transaction")
     preamble = drop_schemas_sql(plan.schemas, plan.server.major)
     if supabase.is_supabase_archive(archive):
-        preamble = supabase.restore_sql(plan.target, plan.schemas, tables)
+        preamble = supabase.restore_sql(plan.target, plan.schemas, tables, archive)
     try:
         run_sql_restore(
             archive.path,
@@ -242,4 +242,14 @@ def run_restore(
             hint=f"Something wrote to the database during the restore? The safety backup is {safety.entry['file']}.",
         )
     reporter.ok(f"{len(tables)} tables, {sum(tables.values())} rows: every count matches the backup")
+    if supabase.is_supabase_archive(archive):
+        listed, absent = supabase.missing_additions(plan.target, archive)
+        if absent:
+            raise VerificationFailed(
+                "The restore committed, but these objects of yours on Supabase's tables are missing: "
+                f"{', '.join(absent)}.",
+                hint=f"Create them again (your migrations hold them). The safety backup is {safety.entry['file']}.",
+            )
+        if listed:
+            reporter.ok(f"{listed} object(s) of yours on Supabase's tables are in place")
     return {**result, "ok": True}
