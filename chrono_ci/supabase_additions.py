@@ -184,7 +184,8 @@ def _functions(conn: Conn, schemas: list[str], oids: list[int]) -> list[Addition
         "p.oid::pg_catalog.regprocedure, CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
         "ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, "
         "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)) "
-        "FROM pg_catalog.aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) "
+        "FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a "
+        "WHERE a.grantee <> p.proowner) "
         "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
         "WHERE p.oid = ANY(%s) AND n.nspname = ANY(%s) AND NOT "
         + _MEMBER.format(catalog="pg_catalog.pg_proc", oid="p.oid")
@@ -267,14 +268,25 @@ def _policy_sql(name: str, table: str, create: str, statements: list[str]) -> st
 
 
 def _function_sql(signature: str, statements: list[str]) -> str:
+    """CREATE OR REPLACE, then its privileges exactly as in the backup: the target's defaults (PUBLIC may
+    execute a new function; default privileges may add more) are revoked first."""
+    create, rest = statements[0], statements[1:]
+    function = _literal(signature)
     return _do(
-        "BEGIN\n"
-        f"  IF pg_catalog.to_regprocedure({_literal(signature)}) IS NOT NULL AND (SELECT "
+        "DECLARE\n  grantee text;\nBEGIN\n"
+        f"  IF pg_catalog.to_regprocedure({function}) IS NOT NULL AND (SELECT "
         "pg_catalog.pg_get_userbyid(proowner) FROM pg_catalog.pg_proc "
-        f"WHERE oid = pg_catalog.to_regprocedure({_literal(signature)})) ~ '^supabase_' THEN\n"
+        f"WHERE oid = pg_catalog.to_regprocedure({function})) ~ '^supabase_' THEN\n"
         f"    RAISE EXCEPTION 'chrono-ci: the target already has Supabase''s own function %: it is not replaced', "
-        f"{_literal(signature)};\n"
-        "  END IF;\n" + _executes(statements, "  ") + "END"
+        f"{function};\n"
+        "  END IF;\n"
+        + _executes([create], "  ")
+        + "  FOR grantee IN SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+        "ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END FROM pg_catalog.pg_proc p\n"
+        "      CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a\n"
+        f"      WHERE p.oid = pg_catalog.to_regprocedure({function}) AND a.grantee <> p.proowner LOOP\n"
+        f"    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', {function}, grantee);\n"
+        "  END LOOP;\n" + _executes(rest, "  ") + "END"
     )
 
 

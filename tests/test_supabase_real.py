@@ -58,6 +58,11 @@ CREATE POLICY "Anyone can upload an avatar." ON storage.objects FOR INSERT WITH 
 CREATE POLICY "Owners update their avatars." ON storage.objects FOR UPDATE TO authenticated
     USING (public.is_avatar_bucket(bucket_id) AND owner = (SELECT auth.uid()));
 COMMENT ON POLICY "Anyone can upload an avatar." ON storage.objects IS 'from the app''s first migration';
+CREATE FUNCTION storage.owns(object_owner uuid) RETURNS boolean LANGUAGE sql STABLE AS
+    $$ SELECT object_owner = (SELECT auth.uid()) $$;
+REVOKE EXECUTE ON FUNCTION storage.owns(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION storage.owns(uuid) TO authenticated;
+CREATE POLICY "Owners delete their avatars." ON storage.objects FOR DELETE TO authenticated USING (storage.owns(owner));
 
 DO $$ BEGIN CREATE ROLE {APP_ROLE} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 GRANT USAGE ON SCHEMA auth TO {APP_ROLE};
@@ -85,6 +90,7 @@ APP_POLICIES = {
     "Avatar images are publicly accessible.",
     "Anyone can upload an avatar.",
     "Owners update their avatars.",
+    "Owners delete their avatars.",
 }
 
 
@@ -196,9 +202,19 @@ def test_the_app_works_in_a_new_project_after_a_restore(
     assert changed == {"acl auth.users"}  # the app's grant to app_auditor
     assert after["acl auth.users"] == platform["acl auth.users"].rstrip("}") + f",{APP_ROLE}=r/supabase_auth_admin}}"
     added = {key for key in after if key not in platform}
-    assert added == {"trigger auth.users on_auth_user_created"} | {
+    assert added == {"trigger auth.users on_auth_user_created", "function storage.owns(uuid)"} | {
         f"policy storage.objects {name}" for name in APP_POLICIES
     }
+    # The app's function in storage is the restoring role's, with the source's privileges exactly (PUBLIC may
+    # not execute it, as the app revoked; Supabase's default privileges granted the API roles).
+    function_acl = (
+        "SELECT pg_get_userbyid(p.proowner), array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+        "ELSE pg_get_userbyid(a.grantee) END || ':' || a.privilege_type ORDER BY a.grantee) FROM pg_proc p "
+        "CROSS JOIN LATERAL aclexplode(p.proacl) a WHERE p.oid = 'storage.owns(uuid)'::regprocedure GROUP BY 1"
+    )
+    ((owner, granted),) = _rows(target.admin_url, function_acl)
+    assert owner == "postgres" and sorted(granted) == sorted(_rows(source.admin_url, function_acl)[0][1])
+    assert "authenticated:EXECUTE" in granted and "PUBLIC:EXECUTE" not in granted
     # The trigger fires on a new sign-up, in the new project, as the app's users do it.
     _sign_up_makes_a_profile(target)
 
