@@ -67,12 +67,16 @@ class Addition:
     on: str  # the table (trigger, policy, grant on a table or sequence), the schema (function, schema grant)
     to: str = ""  # a grant's grantee
     on_kind: str = ""  # a grant's object kind: TABLE, SEQUENCE, SCHEMA
+    # A trigger's non-default state, or a comment on a trigger or policy: both need the table's owner.
+    owner_only: str = ""
     sql: str = field(default="", repr=False)
 
     def facts(self) -> dict[str, str]:
         found = {"kind": self.kind, "name": self.name, "on": self.on}
         if self.kind == "grant":
             found.update(to=self.to, on_kind=self.on_kind)
+        if self.owner_only:
+            found.update(owner_only=self.owner_only)
         return found
 
     def label(self) -> str:
@@ -86,7 +90,7 @@ class Addition:
     def from_facts(cls, facts: object) -> Addition | None:
         if not isinstance(facts, dict):
             return None
-        values = {key: facts.get(key) for key in ("kind", "name", "on", "to", "on_kind")}
+        values = {key: facts.get(key) for key in ("kind", "name", "on", "to", "on_kind", "owner_only")}
         if not all(isinstance(v, str) for k, v in values.items() if k in ("kind", "name", "on")):
             return None
         if values["kind"] not in ("function", "trigger", "policy", "grant"):
@@ -147,11 +151,15 @@ def collect(conn: Conn, managed: Sequence[str], reserved_role: re.Pattern[str]) 
         if PLATFORM_OWNER.fullmatch(str(owner)) and not member:
             continue  # Supabase's own
         statements = [f"{definition};"]
+        needs_owner = []
         if str(enabled) in _ENABLED:
             statements.append(f"ALTER TABLE {table} {_ENABLED[str(enabled)]} TRIGGER {_ident(str(name))};")
+            needs_owner.append(f"its state ({_ENABLED[str(enabled)]})")
         if comment is not None:
             statements.append(f"COMMENT ON TRIGGER {_ident(str(name))} ON {table} IS {_literal(str(comment))};")
-        trigger_items.append(Addition("trigger", str(name), str(table), sql=_trigger_sql(str(name), table, statements)))
+            needs_owner.append("its comment")
+        sql = _trigger_sql(str(name), table, statements)
+        trigger_items.append(Addition("trigger", str(name), str(table), owner_only=" and ".join(needs_owner), sql=sql))
         called.add(int(function))
     policy_items: list[Addition] = []
     for oid, name, table, definition, comment in policies:
@@ -160,11 +168,9 @@ def collect(conn: Conn, managed: Sequence[str], reserved_role: re.Pattern[str]) 
         statements = [str(definition)]
         if comment is not None:
             statements.append(f"COMMENT ON POLICY {_ident(str(name))} ON {table} IS {_literal(str(comment))};")
-        policy_items.append(
-            Addition(
-                "policy", str(name), str(table), sql=_policy_sql(str(name), str(table), str(definition), statements)
-            )
-        )
+        sql = _policy_sql(str(name), str(table), str(definition), statements)
+        owner_only = "its comment" if comment is not None else ""
+        policy_items.append(Addition("policy", str(name), str(table), owner_only=owner_only, sql=sql))
         for row in conn.execute(
             "SELECT refobjid FROM pg_catalog.pg_depend WHERE classid = 'pg_catalog.pg_policy'::pg_catalog.regclass "
             "AND objid = %s AND refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass",
@@ -381,6 +387,8 @@ def _problem(conn: Conn, item: Addition, policy_grants: set[str], drop_grants: s
             f"SELECT pg_catalog.{check}(%s::pg_catalog.regclass, %s)", (item.on, f"{item.name} WITH GRANT OPTION")
         ).fetchone()
         return "" if row and row[0] else f"the role may not grant {item.name} on {item.on}"
+    if item.owner_only and not _owns(conn, item.on):
+        return f"{item.owner_only} can be set only by the owner of {item.on}, and the role is not"
     if item.kind == "trigger":
         row = conn.execute(
             "SELECT pg_catalog.has_table_privilege(%s::pg_catalog.regclass, 'TRIGGER'), "

@@ -297,6 +297,7 @@ def test_a_policy_the_role_cannot_create_stops_the_restore_before_anything_is_to
     for name in APP_POLICIES:
         assert f"policy {name} on storage.objects (yours, on a Supabase table) cannot be recreated" in result.output
     assert "only the owner of storage.objects may create policies on it" in result.output
+    assert "its comment can be set only by the owner of storage.objects, and the role is not" in result.output
     assert "Nothing was touched" in result.output
     assert _platform(target) == before
     assert _rows(target.admin_url, "SELECT count(*) FROM auth.users") == [(0,)]
