@@ -497,6 +497,8 @@ def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, repor
             decrypt=decrypt,
         )
         (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
+        if proof.missing_extensions:
+            reporter.info("give --scratch-url (SCRATCH_DATABASE_URL) a server that has those extensions")
         document["restore"] = proof.as_dict()
         ok = ok and proof.ok
     elif restore:

@@ -267,9 +267,11 @@ def run_restore(
 
     reporter.step("5. restore in one transaction, row counts proven before COMMIT")
     if supabase.is_supabase_archive(archive):
-        preamble = split_statements(supabase.restore_sql(plan.target, plan.schemas, tables))
+        preamble = split_statements(supabase.restore_sql(plan.target, plan.schemas, tables, archive))
+        proof = supabase.additions_proof(archive)
     else:
         preamble = drop_schemas_sql(plan.schemas, plan.server.major)
+        proof = None
     try:
         outcome = replay_archive(
             archive.path,
@@ -280,6 +282,7 @@ def run_restore(
             preamble=preamble,
             decrypt=decrypt,
             sessions=sessions,
+            proof=proof,
         )
     except (RestoreFailed, VerificationFailed) as failure:
         failure.hint = f"{failure.hint} The safety backup {safety.entry['file']} holds the database as it was."
@@ -293,6 +296,8 @@ def run_restore(
         "(checked before COMMIT)"
     )
     reporter.ok(f"restored {archive.path.name} into {plan.target.display()} and committed")
+    if outcome.proven:
+        reporter.ok(outcome.proven)
     result["tables"] = outcome.tables
     result["warnings"] = outcome.warnings
     return {**result, "ok": True}

@@ -128,11 +128,11 @@ class ServerSession:
     def transaction_status(self) -> pq.TransactionStatus:
         return pq.TransactionStatus(self.pgconn.transaction_status)
 
-    def execute(self, sql: bytes | str, line: int | None = None) -> PGresult:
+    def execute(self, sql: bytes | str, line: int | None = None, params: Sequence[str] = ()) -> PGresult:
         """Run one statement; raise StatementFailed with the server's message when it fails."""
         query = sql.encode() if isinstance(sql, str) else sql
         with self._connection_errors():
-            self.pgconn.send_query_params(query, None)
+            self.pgconn.send_query_params(query, [value.encode() for value in params] if params else None)
         last: PGresult | None = None
         failure: PGresult | None = None
         for result in self._results():
@@ -147,8 +147,9 @@ class ServerSession:
         assert last is not None
         return last
 
-    def values(self, sql: str) -> list[list[str | None]]:
-        result = self.execute(sql)
+    def values(self, sql: str, params: Sequence[str] = ()) -> list[list[str | None]]:
+        """The rows of one query, as text; `params` fill $1, $2, ..."""
+        result = self.execute(sql, params=params)
         return [
             [None if (v := result.get_value(row, col)) is None else _text(v) for col in range(result.nfields)]
             for row in range(result.ntuples)
@@ -258,6 +259,20 @@ class ReplayOutcome:
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     committed: bool = False
+    proven: str = ""  # what the profile's own proof found, for the report
+
+
+Lookup = Callable[[str, Sequence[str]], list[list[str | None]]]
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A profile's own check of the restored database, run inside the transaction before COMMIT.
+
+    `check` answers (problems, summary): any problem rolls the restore back."""
+
+    what: str  # what is being proven, for the message: "these objects of yours on Supabase's tables"
+    check: Callable[[Lookup], tuple[list[str], str]]
 
 
 @dataclass(frozen=True)
@@ -279,6 +294,7 @@ def replay_archive(
     commit: bool = True,
     decrypt: Callable[[], Decryptor] | None = None,
     sessions: SessionRules | None = None,
+    proof: Proof | None = None,
 ) -> ReplayOutcome:
     """Restore `archive` into `target` in one transaction, proven before COMMIT (or, with commit=False, rolled
     back once proven: a restore-verification). Raises (target untouched): ArchiveRefused, VerificationFailed,
@@ -315,6 +331,15 @@ def replay_archive(
                 hint="The archive does not hold what its record says: choose another archive.",
             )
         outcome.tables = {name: int(found[name] or 0) for name in tables}
+        if proof is not None:
+            problems, outcome.proven = proof.check(session.values)
+            if problems:
+                raise VerificationFailed(
+                    f"The restore did not bring back {proof.what}: {', '.join(problems)}; it was rolled back and "
+                    "nothing changed.",
+                    hint="The archive lists them but its SQL did not create them: it was altered. Choose another "
+                    "archive.",
+                )
         outcome.warnings = list(session.warnings)
         if commit:
             commit_sent = True
@@ -335,7 +360,7 @@ def replay_archive(
             stop.hint = "The target is exactly as it was. Run again when ready."
         raise
     except StatementFailed as failure:
-        raise explain_failure(failure, target) from None
+        raise explain_failure(failure, target, session.warnings) from None
     except ConnectionLost as lost:
         if commit_sent:
             raise RestoreFailed(
@@ -537,9 +562,9 @@ def sessions_text(rows: list[list[str | None]]) -> str:
     return "; ".join(shown) + more
 
 
-def explain_failure(failure: StatementFailed, target: DatabaseTarget) -> RestoreFailed:
-    text = f"{failure.primary}\n{failure.detail}"
-    missing = sorted({a or b for a, b in _MISSING_EXTENSION.findall(text)})
+def explain_failure(failure: StatementFailed, target: DatabaseTarget, warnings: Sequence[str] = ()) -> RestoreFailed:
+    # A Supabase scratch skeleton reports each extension it could not create as a WARNING before the failure.
+    missing = missing_extensions("\n".join([failure.primary, failure.detail, *warnings]))
     if missing:
         return MissingExtensions(
             missing,

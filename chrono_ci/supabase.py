@@ -9,7 +9,9 @@ The archive is one plain SQL stream, in the order Supabase documents for a resto
 3. the roles (`pg_dumpall --roles-only`), Supabase's reserved roles left out, each custom role created only
    where it is missing;
 4. the schema without Supabase's managed schemas, with the statements a Supabase project rejects commented out;
-5. `SET session_replication_role = replica;` and the data (COPY), which ends with pg_dump's own closing line, so
+5. the app's own objects on Supabase's managed tables (triggers, policies, the functions they call, grants), which
+   the schema part leaves out with those schemas (see chrono_ci.supabase_additions);
+6. `SET session_replication_role = replica;` and the data (COPY), which ends with pg_dump's own closing line, so
    that the pipeline's trailer check still proves the whole archive.
 
 Schema, skeleton and data are read in one exported snapshot, so they agree with each other.
@@ -35,10 +37,12 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import psycopg
 import zstandard
 
-from chrono_ci import __version__
+from chrono_ci import __version__, supabase_additions
 from chrono_ci.dump import STDERR_KEEP
 from chrono_ci.errors import ChronoError, ConfigError, ConnectionFailed, DumpFailed, ToolMissing
 from chrono_ci.postgres import DatabaseTarget, PgTools, connect
+from chrono_ci.sqlrestore import Lookup, Proof
+from chrono_ci.supabase_additions import Addition
 
 if TYPE_CHECKING:
     from chrono_ci.catalog import ArchiveFile
@@ -518,10 +522,21 @@ def _create_role_body(name: str, statements: list[str]) -> str:
     return "\n".join(lines)
 
 
-def wrap_skeleton(text: str, schemas: Sequence[str], reserved: Sequence[str], managed: Sequence[str]) -> str:
+def wrap_skeleton(
+    text: str,
+    schemas: Sequence[str],
+    reserved: Sequence[str],
+    managed: Sequence[str],
+    extensions: Sequence[tuple[str, str]] = (),
+) -> str:
     """The managed schemas the data fills, as statements that run only in a chrono-ci scratch database lacking
     them. Each pg_dump entry runs on its own: one that cannot (a trigger calling a user function not yet
-    restored) is skipped with a warning, which a scratch restore can afford and a real one never sees."""
+    restored) is skipped with a warning, which a scratch restore can afford and a real one never sees.
+
+    The source's extensions are created first where the scratch server has them: Supabase's tables use their
+    functions (storage.objects defaults to extensions.uuid_generate_v4()), and the schema part, which enables
+    them otherwise, comes after the skeleton. One the server lacks is left to the schema part, whose
+    CREATE EXTENSION then names it."""
     scratch_like = _literal(SCRATCH_PREFIX.replace("_", "\\_") + "%")
     absent = " AND ".join(f"pg_catalog.to_regnamespace({_literal(s)}) IS NULL" for s in schemas)
     creates = "".join(
@@ -534,6 +549,14 @@ def wrap_skeleton(text: str, schemas: Sequence[str], reserved: Sequence[str], ma
     empties = "".join(
         f"    EXECUTE {_literal('CREATE SCHEMA IF NOT EXISTS ' + _ident(s))};\n" for s in managed if s not in schemas
     )
+    enable = "CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}"
+    enabled = "".join(
+        f"    IF pg_catalog.to_regnamespace({_literal(schema)}) IS NOT NULL THEN\n"
+        f"      BEGIN EXECUTE {_literal(enable.format(_ident(name), _ident(schema)))};\n"
+        "      EXCEPTION WHEN OTHERS THEN RAISE WARNING 'chrono-ci scratch skeleton: %', SQLERRM; END;\n"
+        "    END IF;\n"
+        for name, schema in extensions
+    )
     out = [
         "-- Restore-verification only: in a chrono-ci scratch database without Supabase's schemas, build the",
         "-- managed tables the data fills. In a Supabase project (or any other database) this does nothing.",
@@ -545,7 +568,7 @@ def wrap_skeleton(text: str, schemas: Sequence[str], reserved: Sequence[str], ma
             "    PERFORM pg_catalog.set_config('chrono.skeleton', 'on', false);\n"
             "    PERFORM pg_catalog.set_config('check_function_bodies', 'off', false);\n"
             "    PERFORM pg_catalog.set_config('search_path', '', false);\n"
-            f"{creates}{empties}"
+            f"{creates}{empties}{enabled}"
             # Every project has it, and the schema adds the user's tables to it.
             "    IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'supabase_realtime') THEN\n"
             "      BEGIN CREATE PUBLICATION supabase_realtime;\n"
@@ -659,6 +682,7 @@ class _SourceFacts:
     skeleton_schemas: list[str]  # managed schemas whose rows the data part holds
     managed_schemas: list[str]  # every managed schema present
     reserved_roles: list[str]
+    extensions: list[tuple[str, str]]  # (extension, schema): what the skeleton's tables may need first
 
 
 def _inspect_source(target: DatabaseTarget) -> _SourceFacts:
@@ -678,9 +702,16 @@ def _inspect_source(target: DatabaseTarget) -> _SourceFacts:
             ).fetchall()
         }
         roles = [str(row[0]) for row in conn.execute("SELECT rolname FROM pg_catalog.pg_roles ORDER BY 1").fetchall()]
+        extensions = [
+            (str(row[0]), str(row[1]))
+            for row in conn.execute(
+                "SELECT e.extname, n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1"
+            ).fetchall()
+        ]
     managed = [s for s in schemas if is_managed_schema(s)]
     skeleton = [s for s in managed if s in with_tables and not _matches(s, DATA_DUMP_EXCLUDED)]
-    return _SourceFacts(skeleton, managed, [r for r in roles if RESERVED_ROLE.fullmatch(r)])
+    return _SourceFacts(skeleton, managed, [r for r in roles if RESERVED_ROLE.fullmatch(r)], extensions)
 
 
 class _Child:
@@ -775,6 +806,7 @@ class SupabaseDump:
         self._env = self.target.libpq_env()
         self._facts = _inspect_source(self.target)
         self._snapshot_conn, snapshot = _export_snapshot(self.target)
+        self.additions = self._collect_additions()
         pg_dump = [str(self.tools.tool("pg_dump")), "--format=plain", "--no-password", "--quote-all-identifiers"]
         pinned = [f"--snapshot={snapshot}"] if snapshot else []
         self.commands: dict[str, list[str]] = {
@@ -812,6 +844,7 @@ class SupabaseDump:
             *(f"--exclude-table={t}" for t in EXCLUDED_TABLES),
         ]
         self.parts: list[str] = list(self.commands)
+        self.parts.insert(self.parts.index("schema") + 1, supabase_additions.PART)
         self.args: list[str] = self.commands["data"]
         self._child: _Child | None = None
         self._children: list[_Child] = []
@@ -819,6 +852,21 @@ class SupabaseDump:
         self._done = False
         self._chunks: Generator[bytes, None, None] = self._generate()
         self._reader = _PartsReader(self._chunks)
+
+    def _collect_additions(self) -> list[Addition]:
+        """Read in the dump's snapshot, so that the app's objects agree with the schema and the data."""
+        try:
+            if self._snapshot_conn is not None:
+                return supabase_additions.collect(self._snapshot_conn, self._facts.managed_schemas, RESERVED_ROLE)
+            with connect(self.target) as conn, conn.transaction():
+                return supabase_additions.collect(conn, self._facts.managed_schemas, RESERVED_ROLE)
+        except psycopg.Error as error:
+            self._close_snapshot()
+            raise DumpFailed(
+                f"Could not read the objects of yours on Supabase's tables in {self.target.display()}: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}",
+                hint="Nothing was dumped. Check that the role may read the catalog (Supabase's postgres may).",
+            ) from None
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -868,7 +916,11 @@ class SupabaseDump:
                     self._failure = _Failure("scratch-skeleton", 1, "its output ended without its closing line")
                     return
                 skeleton = wrap_skeleton(
-                    text, self._facts.skeleton_schemas, self._facts.reserved_roles, self._facts.managed_schemas
+                    text,
+                    self._facts.skeleton_schemas,
+                    self._facts.reserved_roles,
+                    self._facts.managed_schemas,
+                    self._facts.extensions,
                 )
             yield self._header(roles).encode()
             yield _encode(skeleton)
@@ -876,6 +928,10 @@ class SupabaseDump:
             yield from self._schema()
             if self._failure is not None:
                 return
+            yield _encode(
+                "\n-- chrono-ci: managed-additions (your triggers, policies, functions and grants on Supabase's "
+                "tables)\n\n" + supabase_additions.part_sql(self.additions)
+            )
             # Supabase's documented restore: triggers must not fire while rows are loaded (no double encryption).
             yield b"\n-- chrono-ci: data (pg_dump --data-only)\nSET session_replication_role = replica;\n\n"
             yield from self._data()
@@ -890,9 +946,10 @@ class SupabaseDump:
     def _header(self, roles: RolesSection) -> str:
         facts = {
             "profile": "supabase",
-            "format": 1,
+            "format": 2,
             "parts": self.parts,
             "custom_roles": roles.custom_roles,
+            "managed_additions": [item.facts() for item in self.additions],
             "source": self.target.display(),
             "tool_version": __version__,
         }
@@ -1045,6 +1102,7 @@ class _Dependent:
     on: str  # what it depends on, for the report
     table: str  # the managed table it belongs to (triggers and policies)
     statements: list[str]
+    name: str = ""  # a trigger's or policy's own name
 
 
 def _dependents(conn: psycopg.Connection[tuple[object, ...]], user: Sequence[str]) -> list[_Dependent]:
@@ -1086,15 +1144,15 @@ def _dependents(conn: psycopg.Connection[tuple[object, ...]], user: Sequence[str
         if key in found:
             continue
         statements: list[str] = []
-        table = ""
+        table = name = ""
         if catalog == "pg_trigger":
             row = conn.execute(
                 "SELECT pg_catalog.pg_get_triggerdef(t.oid), t.tgrelid::regclass::text, t.tgenabled, "
-                "pg_catalog.quote_ident(t.tgname) FROM pg_catalog.pg_trigger t WHERE t.oid = %s",
+                "pg_catalog.quote_ident(t.tgname), t.tgname FROM pg_catalog.pg_trigger t WHERE t.oid = %s",
                 (oid,),
             ).fetchone()
             assert row is not None
-            table = str(row[1])
+            table, name = str(row[1]), str(row[4])
             statements.append(f"{row[0]};")
             state = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}.get(str(row[2]))
             if state:
@@ -1109,13 +1167,13 @@ def _dependents(conn: psycopg.Connection[tuple[object, ...]], user: Sequence[str
                 "pg_catalog.quote_ident(r.rolname), ', ') FROM pg_catalog.pg_roles r WHERE r.oid = ANY(p.polroles)) "
                 "END, ' USING (' || pg_catalog.pg_get_expr(p.polqual, p.polrelid) || ')', "
                 "' WITH CHECK (' || pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) || ')'), "
-                "p.polrelid::regclass::text FROM pg_catalog.pg_policy p WHERE p.oid = %s",
+                "p.polrelid::regclass::text, p.polname FROM pg_catalog.pg_policy p WHERE p.oid = %s",
                 (oid,),
             ).fetchone()
             assert row is not None
             statements.append(str(row[0]))
-            table = str(row[1])
-        found[key] = _Dependent(str(kind), str(identity), str(on), table, statements)
+            table, name = str(row[1]), str(row[2])
+        found[key] = _Dependent(str(kind), str(identity), str(on), table, statements, name)
     conn.execute("RESET search_path")
     return list(found.values())
 
@@ -1128,7 +1186,9 @@ def plan_restore(
     user = user_schemas_only(schemas)
     tables = sorted((archive.entry or {}).get("tables") or {})
     managed = [name for name in tables if is_managed_schema(name.partition(".")[0])]
-    custom_roles = list((read_header(archive.path, archive.compression) or {}).get("custom_roles") or [])
+    header = read_header(archive.path, archive.compression) or {}
+    custom_roles = list(header.get("custom_roles") or [])
+    carries_additions = holds_additions(archive)
     problems: list[str] = []
     with connect(target) as conn:
         row = conn.execute(
@@ -1192,7 +1252,13 @@ def plan_restore(
                     f"role {me} lacks CREATEROLE, and the backup's role(s) {_listed(lacking)} do not exist here "
                     "(create them first, or restore as a role with CREATEROLE)"
                 )
-        for dependent in _dependents(conn, [s.name for s in user]):
+        dependents = _dependents(conn, [s.name for s in user])
+        # Those the preamble's drops take away need no replacing.
+        going = {(d.kind, d.table, d.name) for d in dependents}
+        problems += supabase_additions.problems(conn, additions_of(header), going)
+        for dependent in dependents:
+            if carries_additions and dependent.kind in ("trigger", "policy"):
+                continue  # dropped with what it uses, and created again from the archive's managed-additions
             if dependent.kind not in ("trigger", "policy"):
                 problems.append(
                     f"{dependent.kind} {dependent.identity} in a Supabase schema depends on {dependent.on}, which "
@@ -1217,17 +1283,21 @@ def plan_restore(
     return user, problems
 
 
-def restore_sql(target: DatabaseTarget, schemas: Sequence[SchemaState], tables: Iterable[str]) -> str:
+def restore_sql(
+    target: DatabaseTarget, schemas: Sequence[SchemaState], tables: Iterable[str], archive: ArchiveFile | None = None
+) -> str:
     """The preamble of a Supabase restore, inside its one transaction.
 
     It drops the user schemas and empties `public` (Supabase's grants and default privileges hang on it, so it
     stays), and empties the managed tables the data fills; managed schemas keep their structure. Triggers and
-    policies on managed tables that those drops take with them are created again at COMMIT, after the archive
-    has recreated what they use: a deferred trigger on a temporary table runs them.
+    policies on managed tables that those drops take with them come back from the archive's managed-additions
+    part, as they were at the backup; an archive made before that part existed has them created again at
+    COMMIT, as they are in the target now: a deferred trigger on a temporary table runs them.
     """
     names = [schema.name for schema in schemas]
     with connect(target) as conn:
-        dependents = [d for d in _dependents(conn, names) if d.kind in ("trigger", "policy")]
+        dependents = [] if archive is not None and holds_additions(archive) else _dependents(conn, names)
+        dependents = [d for d in dependents if d.kind in ("trigger", "policy")]
     managed = sorted({name for name in tables if is_managed_schema(name.partition(".")[0])})
     statements = [
         "SET lock_timeout = '120s';",
@@ -1312,6 +1382,32 @@ def _empty_schema_sql(schema: str) -> str:
         )
     body += "END"
     return _do(body)
+
+
+def holds_additions(archive: ArchiveFile) -> bool:
+    """Whether the archive carries the app's objects on managed tables (archives from format 2 on)."""
+    if supabase_additions.PART in ((archive.entry or {}).get("parts") or []):
+        return True
+    header = read_header(archive.path, archive.compression) or {}
+    return isinstance(header.get("format"), int) and int(header["format"]) >= 2
+
+
+def additions_of(header: dict[str, Any]) -> list[Addition]:
+    found = [Addition.from_facts(facts) for facts in header.get("managed_additions") or []]
+    return [item for item in found if item is not None]
+
+
+def additions_proof(archive: ArchiveFile) -> Proof | None:
+    """The check, inside the restore's transaction, that every object the archive lists on managed tables exists."""
+    items = additions_of(read_header(archive.path, archive.compression) or {})
+    if not items:
+        return None
+
+    def check(lookup: Lookup) -> tuple[list[str], str]:
+        absent = supabase_additions.missing(lookup, items)
+        return absent, f"{len(items)} object(s) of yours on Supabase's tables are in place"
+
+    return Proof("these objects of yours on Supabase's tables", check)
 
 
 def summary_line() -> str:

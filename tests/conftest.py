@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.seaweedfs",
     "tests.fixtures.github",
+    "tests.fixtures.supabase_sql",
 ]

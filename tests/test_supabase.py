@@ -213,6 +213,13 @@ def user_state(url: str) -> dict[str, Any]:
         "ORDER BY 1, 2, 3, 4",
     )
     state["realtime"] = rows(url, "SELECT schemaname, tablename FROM pg_publication_tables ORDER BY 1, 2")
+    state["managed"] = rows(
+        url,
+        "SELECT 'policy', schemaname || '.' || tablename, policyname, qual FROM pg_policies "
+        "WHERE schemaname IN ('auth', 'storage') UNION ALL SELECT 'trigger', tgrelid::regclass::text, tgname, "
+        "pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text "
+        "LIKE ANY (ARRAY['auth.%', 'storage.%']) ORDER BY 1, 2, 3",
+    )
     return state
 
 
@@ -248,7 +255,7 @@ def test_backup_holds_roles_schema_and_data_and_says_so(
     assert "Storage files are not in a database dump" in result.output
     (entry,) = entries(folder)
     assert entry["profile"] == "supabase"
-    assert entry["parts"] == ["roles", "scratch-skeleton", "schema", "data"]
+    assert entry["parts"] == ["roles", "scratch-skeleton", "schema", "managed-additions", "data"]
     tables = entry["tables"]
     assert tables["auth.users"] == 2 and tables["storage.objects"] == 1 and tables["public.todos"] == 251
     # Migration history and the platform's own schemas are not taken.
@@ -276,6 +283,18 @@ def test_backup_holds_roles_schema_and_data_and_says_so(
     # Schema before the replica setting, data after it, and pg_dump's own closing line at the very end.
     assert sql.index('CREATE TABLE "public"."todos"') < sql.index("SET session_replication_role = replica;")
     assert sql.index("SET session_replication_role = replica;") < sql.index('COPY "public"."todos"')
+    # The app's trigger on auth.users and its policy on storage.objects travel, after the schema, before the data;
+    # Supabase's own objects there do not.
+    additions = sql.split("-- chrono-ci: managed-additions")[1].split("SET session_replication_role = replica;")[0]
+    assert "CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users" in additions
+    assert 'CREATE POLICY "Public buckets are readable" ON storage.objects' in additions
+    assert "auth.uid" not in additions.replace("auth.uid()", "")
+    header = supabase.read_header(folder / entry["file"], "zstd")
+    assert header is not None and header["format"] == 2
+    assert {(a["kind"], a["name"], a["on"]) for a in header["managed_additions"]} == {
+        ("trigger", "on_auth_user_created", "auth.users"),
+        ("policy", "Public buckets are readable", "storage.objects"),
+    }
     assert "-- PostgreSQL database dump complete" in sql[-4096:]
     assert sql.count("-- PostgreSQL database dump complete") == 1
 
@@ -308,10 +327,20 @@ def test_restore_into_a_fresh_project_as_a_non_superuser(
     assert result.code == 0, result.output
     assert "every count matches" in result.output
     assert user_state(admin(pg18, target)) == user_state(admin(pg18, source))
-    assert managed_structure(admin(pg18, target)) == structure_before
+    # Supabase's objects are as they were, and the app's trigger and policy on them came back: the managed
+    # schemas now look exactly like the source's (the two projects were built alike).
+    assert structure_before != managed_structure(admin(pg18, source))
+    assert managed_structure(admin(pg18, target)) == managed_structure(admin(pg18, source))
     # The platform's migration history stays the target's own.
     assert rows(admin(pg18, target), "SELECT version FROM auth.schema_migrations") == [("20990101",)]
     assert rows(admin(pg18, target), "SELECT name FROM storage.migrations") == [("create-migrations-table-20990101",)]
+    # The app's trigger on auth.users and its policy on storage.objects came back with it, and work.
+    assert user_state(admin(pg18, target))["managed"] == user_state(admin(pg18, source))["managed"]
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("INSERT INTO auth.users (id, email) VALUES (gen_random_uuid(), 'signup@example.com')")
+        assert conn.execute("SELECT count(*) FROM public.profiles WHERE email = 'signup@example.com'").fetchone() == (
+            1,
+        )
     # Policies work against the restored auth.uid().
     with psycopg.connect(target) as conn:
         conn.execute("SET ROLE authenticated")
