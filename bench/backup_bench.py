@@ -798,8 +798,8 @@ RESTORE_PHASES = {
     "safety_dumped": "safety backup: dump + compress + write",
     "safety_checked": "safety backup: check (re-read)",
     "safety_rest": "safety backup: manifest + rotation",
-    "restored": "the restore (psql, one transaction)",
-    "finished": "row counts + exit",
+    "restored": "the restore (one transaction, row counts proven before COMMIT)",
+    "finished": "report + exit",
 }
 SAFETY_PHASES = ("safety_dumped", "safety_checked", "safety_rest")
 # `chrono-ci recovery test --restore`.
