@@ -152,3 +152,31 @@ def test_no_secret_leaks_anywhere(
         assert_clean(text, watched, str(path))
     assert watcher.seen > 0, "the watcher never saw pg_dump, psql or chrono-ci running"
     assert watcher.leaks == [], f"a secret appeared in a process's argv: {watcher.leaks[:1]}"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Xq7#Zr9Tk5",
+        "Xq7/Zr9Tk5",
+        "Xq7?Zr9Tk5",
+        "Xq7@Zr9/Tk5",
+        "1234#Zr9Tk5",
+        "1234?a=Zr9Tk5",
+        "1234/Zr9Tk5",
+        "1234@Zr9?Tk5",
+    ],
+)
+def test_a_url_that_cannot_be_read_is_never_repeated(run_cli: Run, tmp_path: Path, password: str) -> None:
+    """A password with an unencoded # ? / or @ spreads over the host, port, path or query; whatever a parse error
+    quoted would be a piece of it."""
+    url = f"postgresql://qwuser:{password}@127.0.0.1:5499/shop"
+    for setting, args in (
+        ("DATABASE_URL", ["backup", "postgres"]),
+        ("RESTORE_TARGET_URL", ["recovery", "restore", "x", "--dry-run"]),
+    ):
+        result = run_cli(*args, env={setting: url, "BACKUP_DIR": str(tmp_path / "b")})
+        assert result.code == 2, result.output
+        assert setting in result.output and "hint:" in result.output
+        for piece in ("Xq7", "1234", "Zr9", "Tk5", "qwuser", "127.0.0.1", "5499", "shop"):
+            assert piece not in result.output, f"{piece!r} of the URL is repeated: {result.output}"

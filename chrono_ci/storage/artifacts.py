@@ -294,7 +294,7 @@ class ArtifactStorage:
             raise ConfigError("ACTIONS_RESULTS_URL is not set.", hint=_MISSING_ENV_HINT)
         parsed = urllib.parse.urlsplit(results_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ConfigError(f"ACTIONS_RESULTS_URL is not an http(s) URL: {results_url!r}.", hint=_MISSING_ENV_HINT)
+            raise ConfigError("ACTIONS_RESULTS_URL is not an http(s) URL.", hint=_MISSING_ENV_HINT)
         if not _is_supported_server(server_url):
             host = urllib.parse.urlsplit(server_url).hostname or server_url
             raise ConfigError(

@@ -115,8 +115,8 @@ class S3Config:
     read_timeout: float = 60.0
 
     def __post_init__(self) -> None:
-        _check_bucket_name(self.bucket, f"s3://{self.bucket}")
-        object.__setattr__(self, "prefix", _normalise_prefix(self.prefix, "the S3 prefix"))
+        _check_bucket_name(self.bucket)
+        object.__setattr__(self, "prefix", _normalise_prefix(self.prefix))
         object.__setattr__(self, "endpoint_url", _check_endpoint(self.endpoint_url, "endpoint_url"))
         sse = _check_sse(self.sse, self.sse_kms_key_id, "sse", "sse_kms_key_id")
         object.__setattr__(self, "sse", sse)
@@ -136,7 +136,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> ("bucket", "some/prefix"); ConfigError for anything else."""
     scheme, separator, rest = url.partition("://")
     if not separator or scheme.lower() != "s3":
-        raise ConfigError(f"{_shown_url(url)} is not an S3 URL.", hint="Write it as s3://BUCKET or s3://BUCKET/PREFIX.")
+        raise ConfigError(
+            "The S3 URL does not start with s3://.",
+            hint="Write it as s3://BUCKET or s3://BUCKET/PREFIX.",
+        )
     location, _, prefix = rest.partition("/")
     if "@" in location:
         # Whatever precedes @ may be a secret: the message must not repeat it.
@@ -146,20 +149,20 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         )
     if "?" in rest or "#" in rest:
         raise ConfigError(
-            f"The S3 URL {_shown_url(url)} has a query or fragment (? or #), which is not supported.",
+            "The S3 URL has a query or fragment (? or #), which is not supported.",
             hint="Use s3://BUCKET/PREFIX; set the endpoint, region and encryption through S3_* variables.",
         )
     if not location:
-        raise ConfigError(f"The S3 URL {url} names no bucket.", hint="Write it as s3://BUCKET/PREFIX.")
-    _check_bucket_name(location, url)
-    return location, _normalise_prefix(prefix, url)
+        raise ConfigError("The S3 URL names no bucket.", hint="Write it as s3://BUCKET/PREFIX.")
+    _check_bucket_name(location)
+    return location, _normalise_prefix(prefix)
 
 
-def _shown_url(url: str) -> str:
-    return url.split("@")[-1] if "@" in url else url
+# No message below repeats the URL or a part of it: credentials pasted into it (s3://KEY:SECRET@bucket, with a
+# / in the secret) would land in the bucket or prefix the message quotes.
 
 
-def _check_bucket_name(bucket: str, where: str) -> None:
+def _check_bucket_name(bucket: str) -> None:
     problem = ""
     if not 3 <= len(bucket) <= 63:
         problem = "it must be 3 to 63 characters long"
@@ -175,7 +178,7 @@ def _check_bucket_name(bucket: str, where: str) -> None:
         problem = "it starts or ends with a form that S3 reserves"
     if problem:
         raise ConfigError(
-            f"{bucket!r} in {_shown_url(where)} is not a valid S3 bucket name: {problem}.",
+            f"The bucket in the S3 URL is not a valid S3 bucket name: {problem}.",
             hint="Check the bucket name in the URL (s3://BUCKET/PREFIX).",
         )
 
@@ -188,11 +191,11 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
-def _normalise_prefix(prefix: str, where: str) -> str:
+def _normalise_prefix(prefix: str) -> str:
     stripped = prefix.strip("/")
     if stripped and any(part in ("", ".", "..") for part in stripped.split("/")):
         raise ConfigError(
-            f"The S3 prefix {prefix!r} in {_shown_url(where)} has an empty, '.' or '..' path segment.",
+            "The prefix in the S3 URL has an empty, '.' or '..' path segment.",
             hint="Use a plain prefix such as backups/prod.",
         )
     return stripped
@@ -204,7 +207,7 @@ def _check_endpoint(endpoint: str | None, name: str) -> str | None:
     parts = endpoint.split("://", 1)
     if len(parts) != 2 or parts[0].lower() not in ("http", "https") or not parts[1].strip("/"):
         raise ConfigError(
-            f"{name}={endpoint!r} is not an http:// or https:// URL.",
+            f"{name} is not an http:// or https:// URL.",
             hint="Give the S3 endpoint's base URL, e.g. https://ACCOUNT.r2.cloudflarestorage.com.",
         )
     return endpoint.rstrip("/")
