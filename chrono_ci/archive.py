@@ -179,4 +179,56 @@ def _parse_manifest(text: str, path: Path) -> list[dict[str, Any]]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise StorageError(f"{path} is damaged: entry {index} has no file name.", hint=hint)
+        for name, value in entry.items():
+            expected = _FIELD_TYPES.get(name)
+            if expected is not None and not _has_type(value, expected[0], name):
+                raise StorageError(
+                    f"{path} is damaged: entry {index} has {name} of the wrong type ({_json_type(value)}, where "
+                    f"{expected[1]} belongs).",
+                    hint=hint,
+                )
     return entries
+
+
+# The fields chrono-ci writes and reads back, with the JSON types each may hold: a field of another type (a
+# hand edit, a forgery) stops every command with this message instead of a traceback deep in retention or status.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "kind": ((str,), "a string"),
+    "series": ((str,), "a string"),
+    "source": ((str,), "a string"),
+    "database": ((str, type(None)), "a string"),
+    "host": ((str, type(None)), "a string"),
+    "port": ((int, type(None)), "a whole number"),
+    "created_at": ((str,), "an ISO 8601 time"),
+    "size_bytes": ((int,), "a whole number"),
+    "sha256": ((str,), "a string"),
+    "signature": ((str, type(None)), "a string"),
+    "raw_size_bytes": ((int, type(None)), "a whole number"),
+    "compression": ((str,), "a string"),
+    "compression_level": ((int, type(None)), "a whole number"),
+    "encryption": ((str, type(None)), "a string"),
+    "duration_seconds": ((int, float, type(None)), "a number"),
+    "tables": ((dict, type(None)), "an object of whole numbers"),
+    "verified": ((dict, type(None)), "an object"),
+    "local": ((bool,), "true or false"),
+    "uploads": ((list,), "a list of objects"),
+    "parts": ((list,), "a list"),
+}
+
+
+def _has_type(value: object, types: tuple[type, ...], name: str) -> bool:
+    # JSON true/false are Python bools, and bool is an int: a size of `true` is not a size.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    if not isinstance(value, types):
+        return False
+    if name == "tables" and isinstance(value, dict):
+        return all(isinstance(count, int) and not isinstance(count, bool) for count in value.values())
+    if name == "uploads" and isinstance(value, list):
+        return all(isinstance(upload, dict) for upload in value)
+    return True
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
