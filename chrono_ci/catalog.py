@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from chrono_ci.archive import ArchiveName, Manifest
 from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
+from chrono_ci.safefile import open_archive
 from chrono_ci.settings import Compression
 from chrono_ci.storage.base import CHUNK_SIZE
 
@@ -163,9 +164,9 @@ def list_archives(backup_dir: Path) -> list[ArchiveFile]:
     return sorted(found, key=lambda a: (a.created_at, a.path.name))
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(folder: Path, name: str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_archive(folder, name) as handle:
         while chunk := handle.read(CHUNK_SIZE):
             digest.update(chunk)
     return digest.hexdigest()

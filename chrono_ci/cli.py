@@ -380,15 +380,27 @@ def backup_test(backup_dir: BackupDir = None) -> None:
 
 
 def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, reporter: Reporter) -> IntegrityReport:
-    reporter.step(f"{entry.get('kind')}: {entry['file']}")
-    encrypted = str(entry["file"]).endswith(".age")
-    report = check_archive(
-        folder / entry["file"],
-        entry.get("compression", "none"),
-        entry,
-        encrypted=encrypted,
-        decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
-    )
+    from chrono_ci.errors import StorageError
+    from chrono_ci.safefile import open_archive
+    from chrono_ci.verify import Check, check_stream
+
+    name = str(entry["file"])
+    reporter.step(f"{entry.get('kind')}: {name}")
+    encrypted = name.endswith(".age")
+    try:
+        handle = open_archive(folder, name)
+    except StorageError as error:
+        report = IntegrityReport(file=name, checks=[Check("readable", False, error.message)])
+    else:
+        with handle:
+            report = check_stream(
+                handle,
+                name,
+                entry.get("compression", "none"),
+                entry,
+                encrypted=encrypted,
+                decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
+            )
     print_checks(report, reporter)
     return report
 

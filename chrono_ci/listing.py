@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci.catalog import file_sha256, list_archives
+from chrono_ci.errors import StorageError
 from chrono_ci.report import Reporter, human_size
+from chrono_ci.safefile import regular_file_size
 from chrono_ci.storage.base import Storage
 
 
@@ -17,7 +19,10 @@ def local_rows(backup_dir: Path, checksums: bool) -> list[dict[str, Any]]:
         entry = archive.entry or {}
         status = "unlisted"
         if entry and checksums:
-            status = "ok" if file_sha256(archive.path) == entry.get("sha256") else "MISMATCH"
+            try:
+                status = "ok" if file_sha256(backup_dir, archive.path.name) == entry.get("sha256") else "MISMATCH"
+            except StorageError:
+                status = "UNREADABLE"
         elif entry:
             status = "not checked"
         rows.append(
@@ -28,7 +33,7 @@ def local_rows(backup_dir: Path, checksums: bool) -> list[dict[str, Any]]:
                 "database": entry.get("database"),
                 "source": entry.get("source"),
                 "created_at": archive.created_at,
-                "size_bytes": archive.path.stat().st_size,
+                "size_bytes": regular_file_size(archive.path) or 0,
                 "compression": archive.compression,
                 "sha256": entry.get("sha256"),
                 "checksum": status,

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from chrono_ci.archive import ArchiveName, Manifest
 from chrono_ci.errors import ConfigError, ObjectNotFound
 from chrono_ci.report import Reporter, human_size
+from chrono_ci.safefile import regular_file_size
 from chrono_ci.storage.base import ObjectInfo, Storage
 
 TREND_LENGTH = 10
@@ -327,7 +328,8 @@ def from_folder(path: Path) -> list[StatusArchive]:
     if path.is_dir():
         for file in sorted(path.iterdir()):
             parsed = ArchiveName.parse(file.name)
-            if parsed is None or file.name in entries or not file.is_file() or file.is_symlink():
+            size = regular_file_size(file)
+            if parsed is None or file.name in entries or size is None:
                 continue
             found.append(
                 StatusArchive(
@@ -337,7 +339,7 @@ def from_folder(path: Path) -> list[StatusArchive]:
                     source="",
                     database=None,
                     created_at=parsed.stamp,
-                    size_bytes=file.stat().st_size,
+                    size_bytes=size,
                     copies=(Copy("local", str(file)),),
                     listed=False,
                 )
@@ -349,7 +351,9 @@ def _from_entry(folder: Path, entry: Mapping[str, Any], parsed: ArchiveName) -> 
     name = str(entry["file"])
     copies: list[Copy] = []
     local = folder / name
-    on_disk = local.is_file()
+    # lstat, not stat: a symbolic link planted under an archive's name is not a copy of the backup.
+    size_on_disk = regular_file_size(local)
+    on_disk = size_on_disk is not None
     # "local": false means the file was uploaded and deliberately not kept (KEEP_LOCAL=false): its absence is
     # not a loss. A file that is there anyway still counts.
     if on_disk or entry.get("local", True) is not False:
@@ -373,7 +377,7 @@ def _from_entry(folder: Path, entry: Mapping[str, Any], parsed: ArchiveName) -> 
         source=str(entry.get("source") or _source_of(entry)),
         database=str(entry["database"]) if entry.get("database") else None,
         created_at=_parse_time(entry.get("created_at"), parsed.stamp),
-        size_bytes=_int(entry.get("size_bytes"), local.stat().st_size if on_disk else 0),
+        size_bytes=_int(entry.get("size_bytes"), size_on_disk or 0),
         raw_size_bytes=_int(raw, 0) if raw is not None else None,
         verified_ok=verified_ok,
         verified_level=str(level) if level else None,
