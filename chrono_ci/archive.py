@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci.errors import StorageError
-from chrono_ci.storage.local import ensure_private_dir
+from chrono_ci.storage.local import create_held, ensure_private_dir, folder_lock
 
 MANIFEST_NAME = "backup_metadata.json"
-LOCK_NAME = ".backup_metadata.lock"
 RESERVED_PREFIX = ".chrono-reserved-"
 KINDS = ("postgres", "supabase")
 SERIES_WORD = {"backup": "backup", "safety": "safety_backup"}
@@ -62,11 +60,28 @@ def archive_name(kind: str, series: str, moment: datetime, extension: str, seq: 
     return f"{kind}_{SERIES_WORD[series]}_{stamp}{suffix}{extension}"
 
 
-def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime, extension: str) -> tuple[str, Path]:
+@dataclass
+class Reservation:
+    """An archive name claimed by a hidden marker, held (flock) until `release()` or the process's death."""
+
+    name: str
+    marker: Path
+    fd: int
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        self.marker.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime, extension: str) -> Reservation:
     """A name nobody else holds: two backups in the same second, even from two processes, get different names.
 
     The claim is a hidden marker file created with O_EXCL; it does not look like an archive, so a crash leaves
-    nothing that could pass for a backup. The caller removes the marker once the archive is in place.
+    nothing that could pass for a backup, and the next run removes it (nobody holds it any more). The caller
+    releases the reservation once the archive is in place.
     """
     ensure_private_dir(folder)
     for seq in range(1, 10_000):
@@ -75,7 +90,7 @@ def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime,
             continue
         marker = folder / f"{RESERVED_PREFIX}{name}"
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = create_held(marker)
         except FileExistsError:
             continue
         except OSError as exc:
@@ -83,11 +98,11 @@ def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime,
                 f"Cannot write in the backup folder {folder}: {exc.strerror}.",
                 hint="Check the folder's owner and mode, or set BACKUP_DIR to a folder you can write to.",
             ) from exc
-        os.close(fd)
+        reservation = Reservation(name, marker, fd)
         if (folder / name).exists():  # made by another process between our two checks
-            marker.unlink(missing_ok=True)
+            reservation.release()
             continue
-        return name, marker
+        return reservation
     raise StorageError(f"No free archive name left in {folder} for {moment:%Y-%m-%d %H:%M:%S}.")
 
 
@@ -116,16 +131,12 @@ class Manifest:
     def locked(self) -> Iterator[list[dict[str, Any]]]:
         """Hold the folder's manifest lock; the list yielded is written back atomically if it was changed."""
         ensure_private_dir(self.folder)
-        lock_fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with folder_lock(self.folder):
             entries = self.read()
             before = json.dumps(entries, sort_keys=True)
             yield entries
             if json.dumps(entries, sort_keys=True) != before:
                 self._write(entries)
-        finally:
-            os.close(lock_fd)
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         temp = self.folder / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
@@ -151,7 +162,7 @@ def newest_per_kind(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The newest ordinary backup of each kind (safety backups aside), ordered by kind."""
     newest: dict[str, dict[str, Any]] = {}
     for entry in entries:
-        if entry.get("series", "backup") != "backup":
+        if entry.get("series", "backup") != "backup" or ArchiveName.parse(str(entry["file"])) is None:
             continue
         kind = str(entry.get("kind"))
         if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     VERIFY = 7  # an archive failed its integrity or restore check
     RESTORE = 8  # a restore failed (the target was left as it was)
     REFUSED = 9  # a confirmation was missing or declined
+    UNTRUSTED = 10  # no trusted record vouches for the archive to restore (see --allow-unlisted)
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM, what a cancelled CI job sends
 
@@ -74,6 +75,13 @@ class RestoreFailed(ChronoError):
 
 class Refused(ChronoError):
     exit_code = ExitCode.REFUSED
+
+
+class Untrusted(ChronoError):
+    """An archive no trusted record vouches for: no record, an implausible one, or (with BACKUP_SIGNING_KEY) an
+    unsigned or badly signed one. Anyone who can write the backup folder or the bucket could have put it there."""
+
+    exit_code = ExitCode.UNTRUSTED
 
 
 class AgeError(ChronoError):

@@ -32,29 +32,44 @@ def open_archive(folder: Path, name: str) -> BinaryIO:
             "named like postgres_backup_YYYY-MM-DD_HH-MM-SS.sql.zst in the backup folder.",
         )
     path = folder / name
+    # Looked at before it is opened: a FIFO or a device is refused without ever being opened; the descriptor is
+    # checked again below, in case the name was swapped in between.
+    size = regular_file_size(path)
+    if size is None and path.is_symlink():
+        raise _symlink(name, folder)
+    if size is None and os.path.lexists(path):
+        raise _not_regular(name, folder)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ObjectNotFound(f"No archive named {name} in {folder}.", hint=_LIST_HINT) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise StorageError(
-                f"{name} in {folder} is a symbolic link: chrono-ci reads archives only from regular files in the "
-                "backup folder.",
-                hint="Replace the link with the archive itself, or give its real path as FILE if you trust it.",
-            ) from None
+            raise _symlink(name, folder) from None
         raise StorageError(f"Cannot open {name} in {folder}: {exc.strerror}.", hint=_LIST_HINT) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StorageError(
-                f"{name} in {folder} is not a regular file (a FIFO, a device or a folder): it was not read.",
-                hint="Something other than chrono-ci put it there under an archive's name: remove it.",
-            )
+            raise _not_regular(name, folder)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _symlink(name: str, folder: Path) -> StorageError:
+    return StorageError(
+        f"{name} in {folder} is a symbolic link: chrono-ci reads archives only from regular files in the backup "
+        "folder.",
+        hint="Replace the link with the archive itself, or give its real path as FILE if you trust it.",
+    )
+
+
+def _not_regular(name: str, folder: Path) -> StorageError:
+    return StorageError(
+        f"{name} in {folder} is not a regular file (a FIFO, a device or a folder): it was not read.",
+        hint="Something other than chrono-ci put it there under an archive's name: remove it.",
+    )
 
 
 _LIST_HINT = "List the archives with `chrono-ci recovery list` (and check BACKUP_DIR)."

@@ -83,6 +83,8 @@ ALLOWED: dict[str, str] = {
     "chrono_ci/cli.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`) and printed checks "
     "(`NAME: DETAIL`)",
     "chrono_ci/restore.py: {}": "each of plan.problems, collected from `problems.append(...)`",
+    "chrono_ci/cli.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
+    "chrono_ci/safefile.py, documented where it is raised",
     "chrono_ci/settings.py: {}: {}": "`S3_URL: ` + a parse_s3_url() message",
     "chrono_ci/action.py: {}": "the Action's annotations of a note, or of a run's error message",
     "chrono_ci/action.py: {}: {}": "the Action's annotation of a `backup all` failure: `KIND: MESSAGE`",

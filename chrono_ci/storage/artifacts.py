@@ -47,7 +47,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from chrono_ci import __version__
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
-from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo
+from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -371,7 +371,11 @@ class ArtifactStorage:
 
     # -- the storage protocol --------------------------------------------------------------------------------
 
-    def put(self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None, seal: Seal | None = None
+    ) -> ObjectInfo:
+        """An artifact keeps no metadata of ours (chrono-ci neither rotates nor restores from it): `seal` is
+        not used."""
         # The key names the artifact (by default) and the file inside, so the stricter name rules apply.
         _validate(key, "archive name", "Name archives without them.")
         if len(key.encode()) > _NAME_ROOM:
