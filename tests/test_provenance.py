@@ -627,3 +627,10 @@ def test_names_in_the_metadata_never_open_anything_outside_the_folder(
     else:
         # Not even an archive's name: never opened, and the real newest backup is tested instead.
         assert tested.code == 0 and f"==> postgres: {name}" in tested.stdout, tested.output
+
+
+def test_allow_unlisted_is_in_the_help_of_both_commands_that_restore(run_cli: Run) -> None:
+    for command in ("restore", "test"):
+        result = run_cli("recovery", command, "--help", env={"COLUMNS": "200"})
+        assert result.code == 0 and "--allow-unlisted" in result.stdout, result.output
+        assert "no trusted record vouches for it" in " ".join(result.stdout.split())
