@@ -470,16 +470,22 @@ def test_a_multipart_upload_of_a_killed_run_is_aborted_even_unrecorded(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
-    # Random hex barely compresses: about 30 MB of archive, several 8 MiB parts.
+    # Random hex barely compresses: over 100 MB of archive, many 8 MiB parts, so the kill lands mid-upload.
     url = make_database(
         pg18,
         "CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS h "
-        "FROM generate_series(1, 500000) g",
+        "FROM generate_series(1, 2000000) g",
     )
     folder = tmp_path / "backups"
     env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), **s3_env(seaweedfs, s3_bucket)}
     proc = _start(["backup", "postgres"], env)
-    _wait_for(lambda: bool(unfinished_uploads(seaweedfs, s3_bucket)), "a multipart upload to start")
+
+    def uploading() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"the backup ended before it could be killed mid-upload:\n{proc.communicate()[0]}")
+        return bool(unfinished_uploads(seaweedfs, s3_bucket))
+
+    _wait_for(uploading, "a multipart upload to start")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     (abandoned,) = unfinished_uploads(seaweedfs, s3_bucket)
