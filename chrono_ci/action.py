@@ -89,6 +89,7 @@ INPUTS: dict[str, Input] = {
         Input("keep-daily", "KEEP_DAILY", "int"),
         Input("keep-weekly", "KEEP_WEEKLY", "int"),
         Input("keep-monthly", "KEEP_MONTHLY", "int"),
+        Input("signing-key", "BACKUP_SIGNING_KEY", "secret"),
         Input("file", kind="text"),
         Input("dry-run", kind="bool"),
         Input("confirm", kind="bool"),
@@ -132,6 +133,9 @@ OUTPUTS: tuple[str, ...] = (
 SECRET_ENV_URLS = ("DATABASE_URL", "SUPABASE_DB_URL", "SCRATCH_DATABASE_URL", "RESTORE_TARGET_URL")
 SECRET_ENV = (
     "PGPASSWORD",
+    "BACKUP_SIGNING_KEY",
+    "BACKUP_ENCRYPTION_PASSPHRASE",
+    "BACKUP_ENCRYPTION_IDENTITY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci.errors import StorageError
-from chrono_ci.storage.local import ensure_private_dir
+from chrono_ci.storage.local import create_held, ensure_private_dir, folder_lock
 
 MANIFEST_NAME = "backup_metadata.json"
-LOCK_NAME = ".backup_metadata.lock"
 RESERVED_PREFIX = ".chrono-reserved-"
 KINDS = ("postgres", "supabase")
 SERIES_WORD = {"backup": "backup", "safety": "safety_backup"}
@@ -62,11 +60,28 @@ def archive_name(kind: str, series: str, moment: datetime, extension: str, seq: 
     return f"{kind}_{SERIES_WORD[series]}_{stamp}{suffix}{extension}"
 
 
-def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime, extension: str) -> tuple[str, Path]:
+@dataclass
+class Reservation:
+    """An archive name claimed by a hidden marker, held (flock) until `release()` or the process's death."""
+
+    name: str
+    marker: Path
+    fd: int
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        self.marker.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime, extension: str) -> Reservation:
     """A name nobody else holds: two backups in the same second, even from two processes, get different names.
 
     The claim is a hidden marker file created with O_EXCL; it does not look like an archive, so a crash leaves
-    nothing that could pass for a backup. The caller removes the marker once the archive is in place.
+    nothing that could pass for a backup, and the next run removes it (nobody holds it any more). The caller
+    releases the reservation once the archive is in place.
     """
     ensure_private_dir(folder)
     for seq in range(1, 10_000):
@@ -75,7 +90,7 @@ def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime,
             continue
         marker = folder / f"{RESERVED_PREFIX}{name}"
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = create_held(marker)
         except FileExistsError:
             continue
         except OSError as exc:
@@ -83,11 +98,11 @@ def reserve_archive_name(folder: Path, kind: str, series: str, moment: datetime,
                 f"Cannot write in the backup folder {folder}: {exc.strerror}.",
                 hint="Check the folder's owner and mode, or set BACKUP_DIR to a folder you can write to.",
             ) from exc
-        os.close(fd)
+        reservation = Reservation(name, marker, fd)
         if (folder / name).exists():  # made by another process between our two checks
-            marker.unlink(missing_ok=True)
+            reservation.release()
             continue
-        return name, marker
+        return reservation
     raise StorageError(f"No free archive name left in {folder} for {moment:%Y-%m-%d %H:%M:%S}.")
 
 
@@ -116,16 +131,12 @@ class Manifest:
     def locked(self) -> Iterator[list[dict[str, Any]]]:
         """Hold the folder's manifest lock; the list yielded is written back atomically if it was changed."""
         ensure_private_dir(self.folder)
-        lock_fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with folder_lock(self.folder):
             entries = self.read()
             before = json.dumps(entries, sort_keys=True)
             yield entries
             if json.dumps(entries, sort_keys=True) != before:
                 self._write(entries)
-        finally:
-            os.close(lock_fd)
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         temp = self.folder / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
@@ -151,7 +162,7 @@ def newest_per_kind(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The newest ordinary backup of each kind (safety backups aside), ordered by kind."""
     newest: dict[str, dict[str, Any]] = {}
     for entry in entries:
-        if entry.get("series", "backup") != "backup":
+        if entry.get("series", "backup") != "backup" or ArchiveName.parse(str(entry["file"])) is None:
             continue
         kind = str(entry.get("kind"))
         if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):
@@ -179,4 +190,56 @@ def _parse_manifest(text: str, path: Path) -> list[dict[str, Any]]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise StorageError(f"{path} is damaged: entry {index} has no file name.", hint=hint)
+        for name, value in entry.items():
+            expected = _FIELD_TYPES.get(name)
+            if expected is not None and not _has_type(value, expected[0], name):
+                raise StorageError(
+                    f"{path} is damaged: entry {index} has {name} of the wrong type ({_json_type(value)}, where "
+                    f"{expected[1]} belongs).",
+                    hint=hint,
+                )
     return entries
+
+
+# The fields chrono-ci writes and reads back, with the JSON types each may hold: a field of another type (a
+# hand edit, a forgery) stops every command with this message instead of a traceback deep in retention or status.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "kind": ((str,), "a string"),
+    "series": ((str,), "a string"),
+    "source": ((str,), "a string"),
+    "database": ((str, type(None)), "a string"),
+    "host": ((str, type(None)), "a string"),
+    "port": ((int, type(None)), "a whole number"),
+    "created_at": ((str,), "an ISO 8601 time"),
+    "size_bytes": ((int,), "a whole number"),
+    "sha256": ((str,), "a string"),
+    "signature": ((str, type(None)), "a string"),
+    "raw_size_bytes": ((int, type(None)), "a whole number"),
+    "compression": ((str,), "a string"),
+    "compression_level": ((int, type(None)), "a whole number"),
+    "encryption": ((str, type(None)), "a string"),
+    "duration_seconds": ((int, float, type(None)), "a number"),
+    "tables": ((dict, type(None)), "an object of whole numbers"),
+    "verified": ((dict, type(None)), "an object"),
+    "local": ((bool,), "true or false"),
+    "uploads": ((list,), "a list of objects"),
+    "parts": ((list,), "a list"),
+}
+
+
+def _has_type(value: object, types: tuple[type, ...], name: str) -> bool:
+    # JSON true/false are Python bools, and bool is an int: a size of `true` is not a size.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    if not isinstance(value, types):
+        return False
+    if name == "tables" and isinstance(value, dict):
+        return all(isinstance(count, int) and not isinstance(count, bool) for count in value.values())
+    if name == "uploads" and isinstance(value, list):
+        return all(isinstance(upload, dict) for upload in value)
+    return True
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -25,22 +25,26 @@ from chrono_ci.dump import DumpProcess
 from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
 from chrono_ci.pipeline import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
 from chrono_ci.postgres import DatabaseTarget, choose_pg_tools, probe_server
+from chrono_ci.provenance import Vetted
 from chrono_ci.report import Reporter, human_size
 from chrono_ci.retention import Decision
 from chrono_ci.rotation import rotate, rotate_remote
 from chrono_ci.scratch import restore_verify
 from chrono_ci.settings import Settings
+from chrono_ci.signing import Record
 from chrono_ci.sqlrestore import Expected
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
-from chrono_ci.storage.local import LocalStorage, check_writable_dir
+from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
 from chrono_ci.supabase import SupabaseDump
 from chrono_ci.upload import (
     Destination,
+    abort_abandoned_uploads,
     abort_recorded_uploads,
     put_everywhere,
     remember_unfinished,
     remote_metadata,
+    remote_seal,
 )
 from chrono_ci.verify import IntegrityReport, check_archive, check_stream
 
@@ -54,6 +58,8 @@ class BackupResult:
     path: Path
     check: IntegrityReport
     removed: list[Decision] = field(default_factory=list)
+    # Records retention did not believe, so neither counted nor deleted (see chrono_ci/provenance.py).
+    rejected: list[Vetted] = field(default_factory=list)
 
 
 def target_for(settings: Settings, kind: str) -> DatabaseTarget:
@@ -93,6 +99,9 @@ def run_backup(
     # A folder we cannot write, a damaged manifest or an unusable upload target stops us before we dump.
     check_writable_dir(folder)
     manifest.read()
+    leftovers = remove_leftovers(folder)
+    if leftovers:
+        reporter.info(f"removed {len(leftovers)} file(s) an interrupted run left in {folder}: {', '.join(leftovers)}")
     destinations = open_destinations(settings, kind, series, target, env, reporter, artifact_name)
 
     reporter.info(f"connecting to {target.display()}")
@@ -111,8 +120,11 @@ def run_backup(
     created_iso = created.astimezone(UTC).isoformat().replace("+00:00", "Z")
     encryption = settings.encryption
     extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
-    name, marker = reserve_archive_name(folder, kind, series, created, extension)
-    metadata = remote_metadata(kind, series, source_id(target), created_iso, settings.compression)
+    reservation = reserve_archive_name(folder, kind, series, created, extension)
+    name = reservation.name
+    source = source_id(target)
+    metadata = remote_metadata(kind, series, source, created_iso, settings.compression)
+    seal = remote_seal(name, kind, source, created_iso, settings.signing_key)
     started = time.monotonic()
     try:
         dump = SupabaseDump(tools, target) if kind == "supabase" else DumpProcess(tools, target)
@@ -127,13 +139,13 @@ def run_backup(
             profile=kind,
         )
         try:
-            put_everywhere(destinations, name, stream, metadata)  # type: ignore[arg-type]
+            put_everywhere(destinations, name, stream, metadata, seal)  # type: ignore[arg-type]
         finally:
             stream.close()
             for destination in destinations:
                 remember_unfinished(folder, destination.storage)
     finally:
-        marker.unlink(missing_ok=True)
+        reservation.release()
     duration = time.monotonic() - started
     stats = stream.stats
     primary = destinations[0]
@@ -153,7 +165,7 @@ def run_backup(
         "database": target.dbname,
         "host": target.host,
         "port": target.port,
-        "source": source_id(target),
+        "source": source,
         "created_at": created_iso,
         "size_bytes": stored.size,
         "sha256": stored.metadata["sha256"],
@@ -173,14 +185,15 @@ def run_backup(
         "local": settings.keep_local,
         "uploads": [],
     }
+    if settings.signing_key is not None:
+        entry["signature"] = settings.signing_key.sign(
+            Record(name, stored.size, entry["sha256"], source, kind, created_iso)
+        )
 
     check = _check_primary(primary, name, settings, entry)
     if not check.ok:
         # An archive that fails its own check must not linger looking like a backup.
-        for destination in destinations:
-            if destination.info is not None:
-                with contextlib.suppress(ChronoError):
-                    destination.storage.delete(name)
+        _discard_everywhere(destinations, name)
         failed = "; ".join(f"{c.name}: {c.detail}" for c in check.failed())
         raise VerificationFailed(
             f"The new archive {name} failed its integrity check and was removed: {failed}",
@@ -217,8 +230,17 @@ def run_backup(
         entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}
         (reporter.ok if proof.ok else reporter.fail)(f"restore-verification: {proof.summary()}")
 
-    with manifest.locked() as entries:
-        entries.append(entry)
+    try:
+        with manifest.locked() as entries:
+            entries.append(entry)
+    except ChronoError as error:
+        # An archive the metadata does not list is never trusted, rotated or restored: keeping it would only
+        # leave a backup that looks made and is not.
+        _discard_everywhere(destinations, name)
+        raise StorageError(
+            f"{error.message} The new archive {name} was removed, since backup_metadata.json could not list it.",
+            hint=error.hint or "Fix the backup folder and run again; older backups were not touched.",
+        ) from error
 
     failed_uploads = [u for u in entry["uploads"] if not u["ok"]]
     if failed_uploads:
@@ -239,16 +261,21 @@ def run_backup(
         )
 
     removed: list[Decision] = []
+    rejected: list[Vetted] = []
+    key = settings.signing_key
     if settings.keep_local:
-        removed = rotate(folder, manifest, (kind, entry["source"]), [name], settings.retention, clock(), reporter)
+        rotation = rotate(folder, manifest, (kind, source), [name], settings.retention, clock(), reporter, key=key)
+        removed, rejected = rotation.removed, rotation.rejected
     for destination in destinations:
         if destination.target == "s3":
-            removed += rotate_remote(
-                destination.storage, (kind, entry["source"]), name, settings.retention, clock(), reporter
+            remote = rotate_remote(
+                destination.storage, (kind, source), name, settings.retention, clock(), reporter, key=key
             )
+            removed += remote.removed
+            rejected += remote.rejected
     if kind == "supabase":
         reporter.info(supabase.summary_line())
-    return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed)
+    return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed, rejected=rejected)
 
 
 def open_destinations(
@@ -271,6 +298,7 @@ def open_destinations(
             # Wrong credentials or a missing bucket fail here, before minutes of dumping.
             storage.list("chrono-ci-preflight/")
             abort_recorded_uploads(settings.backup_dir, storage, reporter.warn)
+            abort_abandoned_uploads(storage, reporter)
             destinations.append(Destination("s3", storage))
         elif upload == "artifact":
             from chrono_ci.storage.artifacts import ArtifactStorage, default_artifact_name
@@ -293,6 +321,13 @@ def _mask_for(environ: Mapping[str, str], reporter: Reporter) -> Callable[[str],
             sys.stderr.flush()
 
     return mask
+
+
+def _discard_everywhere(destinations: list[Destination], name: str) -> None:
+    for destination in destinations:
+        if destination.info is not None:
+            with contextlib.suppress(ChronoError):
+                destination.storage.delete(name)
 
 
 def _check_primary(primary: Destination, name: str, settings: Settings, entry: dict[str, Any]) -> IntegrityReport:

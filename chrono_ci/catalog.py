@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from chrono_ci.archive import ArchiveName, Manifest
+from chrono_ci.archive import MANIFEST_NAME, ArchiveName, Manifest
 from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
+from chrono_ci.provenance import metadata_fields
+from chrono_ci.safefile import open_archive
 from chrono_ci.settings import Compression
 from chrono_ci.storage.base import CHUNK_SIZE
 
@@ -26,6 +28,9 @@ class ArchiveFile:
     path: Path
     name: ArchiveName
     entry: dict[str, Any] | None  # None: on disk but not in backup_metadata.json
+    # Where `entry` comes from, for messages: a backup_metadata.json path, or the s3:// URI of the object whose
+    # metadata it is.
+    record: str = MANIFEST_NAME
 
     @property
     def compression(self) -> Compression:
@@ -76,7 +81,7 @@ def resolve_archive(file: str, backup_dir: Path) -> ArchiveFile:
         raise _not_ours(path.name)
     entries = _manifest_entries(path.parent)
     entry = next((e for e in reversed(entries) if e.get("file") == path.name), None)
-    return ArchiveFile(path, parsed, entry)
+    return ArchiveFile(path, parsed, entry, str(path.parent / MANIFEST_NAME))
 
 
 @contextlib.contextmanager
@@ -108,10 +113,16 @@ def located_archive(
     if parsed is None:
         raise _not_ours(key)
     info = storage.stat(key)
-    expected = info.metadata.get("sha256")
+    metadata = {name.lower(): value for name, value in info.metadata.items()}
+    expected = metadata.get("sha256")
     local = next((e for e in reversed(_manifest_entries(backup_dir)) if e.get("file") == key), None)
-    entry = local if local is not None and local.get("sha256") == expected else _remote_entry(key, info.metadata)
-    entry["size_bytes"] = info.size
+    entry: dict[str, Any] | None
+    if local is not None and local.get("sha256") == expected:
+        entry, record = dict(local), str(backup_dir / MANIFEST_NAME)
+    elif "chrono-kind" in metadata:
+        entry, record = _remote_entry(key, metadata, info.size), f"{storage.url.rstrip('/')}/{key}"
+    else:
+        entry, record = None, f"{storage.url.rstrip('/')}/{key}"
     with tempfile.TemporaryDirectory(prefix="chrono-ci-download-") as folder:
         path = Path(folder) / key
         digest = hashlib.sha256()
@@ -125,7 +136,7 @@ def located_archive(
                 f"{expected} recorded): it was damaged or replaced.",
                 hint="Do not restore it; choose another archive from `chrono-ci recovery list --from s3`.",
             )
-        yield ArchiveFile(path, parsed, entry)
+        yield ArchiveFile(path, parsed, entry, record)
 
 
 def _not_ours(name: str) -> ConfigError:
@@ -135,7 +146,8 @@ def _not_ours(name: str) -> ConfigError:
     )
 
 
-def _remote_entry(key: str, metadata: Mapping[str, str]) -> dict[str, Any]:
+def _remote_entry(key: str, metadata: Mapping[str, str], size: int) -> dict[str, Any]:
+    recorded = metadata_fields(metadata).size
     return {
         "file": key,
         "kind": metadata.get("chrono-kind"),
@@ -144,6 +156,9 @@ def _remote_entry(key: str, metadata: Mapping[str, str]) -> dict[str, Any]:
         "created_at": metadata.get("chrono-created-at"),
         "compression": metadata.get("chrono-compression"),
         "sha256": metadata.get("sha256"),
+        # Objects written before chrono-size existed record no size: theirs is the object's own.
+        "size_bytes": size if recorded is None else recorded,
+        "signature": metadata.get("chrono-signature"),
     }
 
 
@@ -163,9 +178,9 @@ def list_archives(backup_dir: Path) -> list[ArchiveFile]:
     return sorted(found, key=lambda a: (a.created_at, a.path.name))
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(folder: Path, name: str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_archive(folder, name) as handle:
         while chunk := handle.read(CHUNK_SIZE):
             digest.update(chunk)
     return digest.hexdigest()

@@ -224,6 +224,7 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
                     "ok": not failures,
                     "backups": [dict(r.entry, path=str(r.path)) for r in results],
                     "removed": [d.archive.key for r in results for d in r.removed],
+                    "rejected": [v.rejection() for r in results for v in r.rejected],
                     "failed": [
                         {"kind": k, "message": e.message, "hint": e.hint, "exit_code": int(e.exit_code)}
                         for k, e in failures
@@ -363,33 +364,60 @@ def backup_test(backup_dir: BackupDir = None) -> None:
     cli = _cli_values(locals())
 
     def body(reporter: Reporter) -> int:
+        from datetime import UTC, datetime
+
+        from chrono_ci.provenance import vet_folder
+        from chrono_ci.rotation import report_rejected
+
         settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
         reporter.step(f"testing the newest archives in {settings.backup_dir}")
-        newest = newest_per_kind(Manifest(settings.backup_dir).read())
+        folder = settings.backup_dir
+        judged = vet_folder(folder, Manifest(folder).read(), settings.signing_key, datetime.now(UTC))
+        rejected = [v for v in judged if not v.trusted]
+        report_rejected(rejected, reporter)
+        # The newest record chrono-ci believes: a forged one must not stand in for the real newest backup.
+        newest = newest_per_kind([dict(v.entry) for v in judged if v.trusted and v.entry is not None])
         if not newest:
             raise ObjectNotFound(
-                f"No backup to test in {settings.backup_dir}: backup_metadata.json lists none.",
+                f"No backup to test in {folder}: backup_metadata.json lists none"
+                + (" that chrono-ci trusts." if rejected else "."),
                 hint="Make one with `chrono-ci backup postgres`, or set BACKUP_DIR to the folder holding them.",
             )
-        reports = [_test_one(settings.backup_dir, entry, settings.encryption, reporter) for entry in newest]
+        reports = [_test_one(folder, entry, settings.encryption, reporter) for entry in newest]
+        ok = all(r.ok for r in reports)
         if State.json_mode:
-            reporter.emit_json({"ok": all(r.ok for r in reports), "results": [r.as_dict() for r in reports]})
-        return 0 if all(r.ok for r in reports) else int(ExitCode.VERIFY)
+            reporter.emit_json(
+                {"ok": ok, "results": [r.as_dict() for r in reports], "rejected": [v.rejection() for v in rejected]}
+            )
+        return 0 if ok else int(ExitCode.VERIFY)
 
     _guarded(body)
 
 
 def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, reporter: Reporter) -> IntegrityReport:
-    reporter.step(f"{entry.get('kind')}: {entry['file']}")
-    encrypted = str(entry["file"]).endswith(".age")
-    report = check_archive(
-        folder / entry["file"],
-        entry.get("compression", "none"),
-        entry,
-        encrypted=encrypted,
-        decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
-        profile="supabase" if entry.get("kind") == "supabase" else "postgres",
-    )
+    from chrono_ci.errors import StorageError
+    from chrono_ci.safefile import open_archive
+    from chrono_ci.verify import Check, check_stream
+
+    name = str(entry["file"])
+    reporter.step(f"{entry.get('kind')}: {name}")
+    encrypted = name.endswith(".age")
+    try:
+        handle = open_archive(folder, name)
+    except StorageError as error:
+        report = IntegrityReport(file=name, checks=[Check("readable", False, error.message)])
+    else:
+        with handle:
+            report = check_stream(
+                handle,
+                name,
+                entry.get("compression", "none"),
+                entry,
+                encrypted=encrypted,
+                decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
+                profile="supabase" if entry.get("kind") == "supabase" else "postgres",
+            )
     print_checks(report, reporter)
     return report
 
@@ -414,6 +442,14 @@ ScratchUrl = Annotated[
     ),
 ]
 FileArg = Annotated[str, typer.Argument(help="An archive name in BACKUP_DIR, or a path to one.", metavar="FILE")]
+AllowUnlisted = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unlisted",
+        help="Restore FILE even though no trusted record vouches for it (none in backup_metadata.json or the "
+        "S3 object's metadata, or, with BACKUP_SIGNING_KEY, none signed). Only for an archive you know is yours.",
+    ),
+]
 
 
 @recovery_app.command("list")
@@ -430,15 +466,18 @@ def recovery_list(
         from chrono_ci.listing import local_rows, print_rows, remote_rows
 
         settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
+        key = settings.signing_key
         if _origin(origin) == "s3":
             storage = _s3_storage(settings)
-            rows, location = remote_rows(storage), storage.url
+            rows, location = remote_rows(storage, key), storage.url
         else:
-            rows, location = local_rows(settings.backup_dir, checksums), str(settings.backup_dir)
+            rows, location = local_rows(settings.backup_dir, checksums, key), str(settings.backup_dir)
         if State.json_mode:
             reporter.emit_json(rows)
         print_rows(rows, location, reporter)
-        return int(ExitCode.VERIFY) if any(row["checksum"] == "MISMATCH" for row in rows) else 0
+        damaged = any(row["checksum"] in ("MISMATCH", "UNREADABLE") or row["signature"] == "invalid" for row in rows)
+        return int(ExitCode.VERIFY) if damaged else 0
 
     _guarded(body)
 
@@ -454,6 +493,7 @@ def recovery_test(
     pg_bin_dir: PgBinDir = None,
     origin: From = "local",
     s3_url: S3Url = None,
+    allow_unlisted: AllowUnlisted = False,
 ) -> None:
     """The guide's integrity test of FILE: checksum, full decompression, trailer; --restore proves it by restoring."""
     cli = _cli_values({k: v for k, v in locals().items() if k not in ("file", "origin")})
@@ -464,16 +504,47 @@ def recovery_test(
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
         with located_archive(file, settings.backup_dir, _origin(origin), settings.s3_url, os.environ) as archive:
-            return _test_archive(archive, settings, restore, reporter)
+            return _test_archive(archive, settings, restore, allow_unlisted, reporter)
 
     _guarded(body)
 
 
-def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, reporter: Reporter) -> int:
+def _provenance(
+    archive: ArchiveFile, settings: Settings, reporter: Reporter, *, required: bool, allow_unlisted: bool
+) -> dict[str, Any]:
+    """The archive's record, judged (chrono_ci/provenance.py); when `required` (a restore into any server), an
+    archive no trusted record vouches for stops here, before it is read."""
+    from datetime import UTC, datetime
+
+    from chrono_ci.provenance import judge_archive, provenance_document, require_provenance
+
+    now = datetime.now(UTC)
+    if required:
+        document = require_provenance(
+            archive, settings.signing_key, allow_unlisted=allow_unlisted, warn=reporter.warn, now=now
+        )
+    else:
+        verdict = judge_archive(archive, settings.signing_key, now)
+        document = provenance_document(archive, verdict)
+        if not verdict.trusted:
+            reporter.warn(
+                f"{archive.path.name} is not vouched for by a trusted record ({verdict.problem}): restoring it "
+                "needs --allow-unlisted"
+            )
+    if document["trusted"]:
+        signed = {"valid": ", signature valid", "unchecked": ", signed (no key to check it)"}
+        reporter.ok(f"record: {document['record']}{signed.get(document['signature'], ', unsigned')}")
+    return document
+
+
+def _test_archive(
+    archive: ArchiveFile, settings: Settings, restore: bool, allow_unlisted: bool, reporter: Reporter
+) -> int:
     from chrono_ci.scratch import restore_verify
     from chrono_ci.sqlrestore import Expected
 
     reporter.step(f"testing {archive.path}")
+    provenance = _provenance(archive, settings, reporter, required=restore, allow_unlisted=allow_unlisted)
     decrypt = settings.encryption.decrypt_for(archive.encrypted)
     report = check_archive(
         archive.path,
@@ -484,7 +555,7 @@ def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, repor
         profile=archive.kind,
     )
     print_checks(report, reporter)
-    document: dict[str, Any] = report.as_dict()
+    document: dict[str, Any] = {**report.as_dict(), "provenance": provenance}
     ok = report.ok
     if restore and report.ok and report.contents is not None:
         reporter.step("restore-verification")
@@ -511,7 +582,7 @@ def _test_archive(archive: ArchiveFile, settings: Settings, restore: bool, repor
     if ok:
         return 0
     refused = any(check.name == "contents" for check in report.failed())
-    return int(ExitCode.UNSAFE if refused else ExitCode.VERIFY)
+    return int(ExitCode.UNTRUSTED if refused else ExitCode.VERIFY)
 
 
 @recovery_app.command("restore")
@@ -547,6 +618,7 @@ def recovery_restore(
     pg_bin_dir: PgBinDir = None,
     origin: From = "local",
     s3_url: S3Url = None,
+    allow_unlisted: AllowUnlisted = False,
 ) -> None:
     """Restore FILE: integrity test, plan, confirmation, safety backup, one all-or-nothing transaction."""
     cli = _cli_values(
@@ -562,6 +634,8 @@ def recovery_restore(
         reporter.add_secrets(settings.secrets())
         with located_archive(file, settings.backup_dir, _origin(origin), settings.s3_url, os.environ) as archive:
             reporter.step(f"chrono-ci {__version__}: restore {archive.path.name}" + (" (dry run)" if dry_run else ""))
+            # Before the restore engine reads a byte: an archive anyone could have planted goes no further.
+            provenance = _provenance(archive, settings, reporter, required=True, allow_unlisted=allow_unlisted)
             result = run_restore(
                 settings,
                 archive,
@@ -573,7 +647,7 @@ def recovery_restore(
                 sessions=SessionRules(lock_timeout, terminate_sessions),
             )
         if State.json_mode:
-            reporter.emit_json(result)
+            reporter.emit_json({**result, "provenance": provenance})
         return 0
 
     _guarded(body)
@@ -598,15 +672,25 @@ def prune(
         from chrono_ci.rotation import prune as apply_retention
 
         settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
         reporter.step(
             f"retention ({settings.retention.describe()})" + (": dry run, nothing is deleted" if dry_run else "")
         )
+        key = settings.signing_key
         if _origin(origin) == "s3":
-            removed = apply_retention(settings.retention, reporter, storage=_s3_storage(settings), dry_run=dry_run)
+            storage = _s3_storage(settings)
+            done = apply_retention(settings.retention, reporter, storage=storage, key=key, dry_run=dry_run)
         else:
-            removed = apply_retention(settings.retention, reporter, folder=settings.backup_dir, dry_run=dry_run)
+            done = apply_retention(settings.retention, reporter, folder=settings.backup_dir, key=key, dry_run=dry_run)
         if State.json_mode:
-            reporter.emit_json({"ok": True, "dry_run": dry_run, "removed": removed})
+            reporter.emit_json(
+                {
+                    "ok": True,
+                    "dry_run": dry_run,
+                    "removed": [decision.archive.key for decision in done.removed],
+                    "rejected": [vetted.rejection() for vetted in done.rejected],
+                }
+            )
         return 0
 
     _guarded(body)
@@ -680,11 +764,17 @@ def status(
             from chrono_ci.storage.s3 import S3Storage
 
             reporter.add_secrets(os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+            from chrono_ci.signing import signing_key_from_env
+
+            key = signing_key_from_env(os.environ)
+            reporter.add_secrets(key.secrets() if key is not None else [])
             storage = S3Storage.from_env(url)
-            location, archives = storage.url, from_s3(storage)
+            location, archives = storage.url, from_s3(storage, key)
         elif origin == "local":
-            folder = resolve_settings(cli).backup_dir
-            location, archives = str(folder), from_folder(folder)
+            settings = resolve_settings(cli)
+            reporter.add_secrets(settings.secrets())
+            folder = settings.backup_dir
+            location, archives = str(folder), from_folder(folder, settings.signing_key)
         else:
             raise ConfigError(f"--from={where!r} is not one of local, s3.", hint="Use --from local or --from s3.")
         report = build_status(archives, datetime.now(UTC), limit)

@@ -20,7 +20,8 @@ class ExitCode(IntEnum):
     VERIFY = 7  # an archive failed its integrity or restore check
     RESTORE = 8  # a restore failed (the target was left as it was)
     REFUSED = 9  # a confirmation was missing or declined
-    UNSAFE = 10  # an archive holds what pg_dump never writes (a psql command, transaction control): refused
+    UNTRUSTED = 10  # an archive was refused: no trusted record vouches for it, or it holds what pg_dump never
+    # writes (a psql command, transaction control)
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM, what a cancelled CI job sends
 
@@ -75,6 +76,13 @@ class RestoreFailed(ChronoError):
 
 class Refused(ChronoError):
     exit_code = ExitCode.REFUSED
+
+
+class Untrusted(ChronoError):
+    """An archive no trusted record vouches for: no record, an implausible one, or (with BACKUP_SIGNING_KEY) an
+    unsigned or badly signed one. Anyone who can write the backup folder or the bucket could have put it there."""
+
+    exit_code = ExitCode.UNTRUSTED
 
 
 class AgeError(ChronoError):

@@ -93,9 +93,9 @@ def _endpoint(raw: str, label: str) -> Endpoint:
     parts = urllib.parse.urlsplit(raw)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        shown = f"{scheme}://" if scheme else "no scheme"
+        # Not even the scheme is quoted: what precedes a colon may be a token pasted in the wrong place.
         raise ConfigError(
-            f"{label} is not an http:// or https:// URL (it has {shown}).",
+            f"{label} is not an http:// or https:// URL: it does not start with either.",
             hint=f"Set {label} to the ping URL your monitoring service gives, e.g. https://hc-ping.com/UUID.",
         )
     try:

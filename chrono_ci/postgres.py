@@ -93,32 +93,41 @@ class DatabaseTarget:
 
 
 def parse_database_url(raw: str, setting: str = "DATABASE_URL") -> DatabaseTarget:
-    """Parse and validate a postgres:// or postgresql:// URL, naming `setting` in every error."""
+    """Parse and validate a postgres:// or postgresql:// URL, naming `setting` in every error.
+
+    No error repeats any part of the URL: a password with an unencoded # ? / or @ puts pieces of itself where a
+    host, port, path or query is expected, and whatever the message quoted would be a piece of the password.
+    """
     value = raw.strip()
     scheme = value.split("://", 1)[0].lower() if "://" in value else ""
     if scheme not in ("postgres", "postgresql"):
-        shown = f"'{scheme}://...'" if scheme else "a value without a scheme"
         raise ConfigError(
-            f"{setting} is not a PostgreSQL URL: it is {shown}.",
+            f"{setting} is not a PostgreSQL URL: it does not start with postgresql:// or postgres://.",
             hint=f"Use the form {URL_EXAMPLE} (postgres:// also works).",
         )
     try:
         parts = urlsplit(value)
         port = parts.port
         host = parts.hostname
-    except ValueError as exc:
-        # urlsplit's messages never contain the URL, so nothing secret leaks through them.
+    except ValueError:
         raise ConfigError(
-            f"{setting} is not a valid URL: {exc}.",
-            hint=f"Check the brackets around an IPv6 host and the port. Form: {URL_EXAMPLE}. Characters such as "
-            "@ : / # ? % in the password must be percent-encoded (%40 %3A %2F %23 %3F %25).",
-        ) from exc
+            f"{setting} is not a valid URL: its host or port cannot be read.",
+            hint=f"Check the brackets around an IPv6 host and the port (1-65535). Form: {URL_EXAMPLE}. " + _ENCODE_HINT,
+        ) from None
+    if parts.fragment or "@" in parts.path or ("@" in parts.query and "@" not in parts.netloc):
+        # PostgreSQL URLs have no #fragment, and an @ after the host means the user part was cut short.
+        raise ConfigError(
+            f"{setting} is not a valid URL: a # ? / or @ in it cuts the user name or password short.",
+            hint=_ENCODE_HINT,
+        )
     params: dict[str, str] = {}
     for key, val in parse_qsl(parts.query, keep_blank_values=True):
         if key not in PARAM_ENV:
             raise ConfigError(
-                f"{setting} has an unknown connection parameter {key!r}.",
-                hint="Accepted parameters: " + ", ".join(sorted(k for k in PARAM_ENV if k not in ("dbname",))) + ".",
+                f"{setting} has a query parameter (after ?) that is not a libpq connection parameter.",
+                hint="Accepted parameters: "
+                + ", ".join(sorted(k for k in PARAM_ENV if k not in ("dbname",)))
+                + ". A ? in the password starts a query unless it is percent-encoded (%3F).",
             )
         params[key] = val
     host = params.pop("host", None) or host
@@ -131,7 +140,7 @@ def parse_database_url(raw: str, setting: str = "DATABASE_URL") -> DatabaseTarge
     if not dbname:
         raise ConfigError(
             f"{setting} names no database (the part after the last /).",
-            hint=f"Add the database name: {URL_EXAMPLE}.",
+            hint=f"Add the database name: {URL_EXAMPLE}. " + _ENCODE_HINT,
         )
     if "/" in dbname:
         raise ConfigError(f"{setting} has a database name with '/' in it.", hint=f"Use the form {URL_EXAMPLE}.")
@@ -140,11 +149,16 @@ def parse_database_url(raw: str, setting: str = "DATABASE_URL") -> DatabaseTarge
     port_text = params.pop("port", None)
     if port is None and port_text:
         if not port_text.isdigit():
-            raise ConfigError(f"{setting} has an invalid port {port_text!r}.", hint="Use a number from 1 to 65535.")
+            raise ConfigError(f"{setting} has a port parameter that is not a number.", hint="Use 1 to 65535.")
         port = int(port_text)
     params.pop("user", None)
     params.pop("dbname", None)
     return DatabaseTarget(host, port or 5432, user, dbname, password, params, setting)
+
+
+_ENCODE_HINT = (
+    "Characters such as @ : / # ? % in the user name or password must be percent-encoded (%40 %3A %2F %23 %3F %25)."
+)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,31 @@
 """Retention applied: the pure decision of retention.py carried out on the folder and on remote stores.
 
-Only archives chrono-ci wrote are considered (its names, and its manifest entries or object metadata), and
-nothing is deleted in a dry run; every decision is reported with its reasons.
+Only records chrono-ci believes are counted or deleted (chrono_ci/provenance.py: our names, plausible fields that
+match the bytes, and a valid signature when BACKUP_SIGNING_KEY is set). Every other archive of ours is reported,
+never counted as a newer backup and never deleted; nothing is deleted in a dry run; every decision is reported
+with its reasons.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chrono_ci.archive import ArchiveName, Manifest
+from chrono_ci.archive import Manifest
 from chrono_ci.errors import ChronoError
+from chrono_ci.provenance import Vetted, vet_bucket, vet_folder
 from chrono_ci.report import Reporter
-from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_retention
+from chrono_ci.retention import Decision, RetentionPolicy, plan_retention
+from chrono_ci.signing import SigningKey
 from chrono_ci.storage.base import Storage
-from chrono_ci.upload import apply_remote_retention, remote_archives
+from chrono_ci.upload import abort_abandoned_uploads, apply_remote_retention
+
+
+@dataclass
+class Rotation:
+    removed: list[Decision] = field(default_factory=list)
+    rejected: list[Vetted] = field(default_factory=list)  # neither counted nor deleted
 
 
 def rotate(
@@ -26,27 +37,23 @@ def rotate(
     now: datetime,
     reporter: Reporter,
     *,
+    key: SigningKey | None = None,
     dry_run: bool = False,
-) -> list[Decision]:
-    """Apply retention to one (kind, source) group: only files with our names that the manifest lists."""
+    report: bool = True,
+) -> Rotation:
+    """Apply retention to one (kind, source) group of the folder: only trusted records whose file is there.
+
+    The folder is judged under the manifest's lock, so that a backup finishing meanwhile is counted; `report`
+    False leaves the records not trusted to the caller to report (prune reports them once for every group).
+    """
     kind, source = group
     with manifest.locked() as entries:
-        refs = []
-        for item in entries:
-            parsed = ArchiveName.parse(item["file"])
-            if parsed is None or item.get("kind") != kind or item.get("source") != source:
-                continue
-            if not (folder / item["file"]).is_file():
-                continue
-            refs.append(
-                ArchiveRef(
-                    key=item["file"],
-                    kind=kind,
-                    database=source,
-                    created_at=_parse_time(item.get("created_at"), parsed.stamp),
-                    series=item.get("series", parsed.series),
-                )
-            )
+        judged = vet_folder(folder, entries, key, now)
+        refs = [
+            v.ref
+            for v in judged
+            if v.ref is not None and v.size is not None and v.ref.kind == kind and v.ref.database == source
+        ]
         plan = plan_retention(refs, policy, now, just_made=just_made)
         removed: list[Decision] = []
         for decision in plan.remove:
@@ -62,11 +69,14 @@ def rotate(
         if not dry_run:
             gone = {decision.archive.key for decision in removed}
             entries[:] = [item for item in entries if item["file"] not in gone]
+    rejected = [v for v in judged if not v.trusted]
+    if report:
+        report_rejected(rejected, reporter)
     verb = "would remove" if dry_run else "removed"
     reporter.ok(f"rotation of {kind} {source} ({policy.describe()}): {verb} {len(removed)}, kept {len(plan.keep)}")
     for decision in removed:
         reporter.info(f"{verb} {decision.archive.key} ({'; '.join(decision.reasons)})")
-    return removed
+    return Rotation(removed, rejected)
 
 
 def rotate_remote(
@@ -77,21 +87,23 @@ def rotate_remote(
     now: datetime,
     reporter: Reporter,
     *,
+    key: SigningKey | None = None,
     dry_run: bool = False,
-) -> list[Decision]:
+    vetted: list[Vetted] | None = None,
+) -> Rotation:
     """Retention on one (kind, source) group of a remote store; a failure is a warning, never fatal."""
     kind, source = group
     try:
+        judged = vetted if vetted is not None else vet_bucket(storage, key, now)
         kept, removed = apply_remote_retention(
-            storage, policy, now, kind, source, just_made, dry_run=dry_run, warn=reporter.warn
+            judged, storage, policy, now, kind, source, just_made, dry_run=dry_run, warn=reporter.warn
         )
-        sweep = getattr(storage, "abort_stale_uploads", None)
-        if sweep is not None and not dry_run:
-            sweep()
     except ChronoError as error:
         # The archives themselves are safe in the bucket; failing retention is reported, not fatal.
         reporter.warn(f"retention on {storage.url} failed: {error.message}")
-        return []
+        return Rotation()
+    rejected = [v for v in judged if not v.trusted] if vetted is None else []
+    report_rejected(rejected, reporter)
     locked = [d for d in kept if "protected by object lock" in d.reasons]
     verb = "would remove" if dry_run else "removed"
     reporter.ok(
@@ -100,7 +112,15 @@ def rotate_remote(
     )
     for decision in removed:
         reporter.info(f"{verb} {decision.archive.key} from {storage.url} ({'; '.join(decision.reasons)})")
-    return removed
+    return Rotation(removed, rejected)
+
+
+def report_rejected(rejected: list[Vetted], reporter: Reporter) -> None:
+    for vetted in rejected:
+        reporter.warn(
+            f"{vetted.file} in {vetted.location} is not counted as a backup and is never deleted: "
+            f"{vetted.verdict.problem}"
+        )
 
 
 def prune(
@@ -109,27 +129,31 @@ def prune(
     *,
     folder: Path | None = None,
     storage: Storage | None = None,
+    key: SigningKey | None = None,
     dry_run: bool = False,
-) -> list[str]:
+) -> Rotation:
     """`chrono-ci prune`: retention on every database's archives in the folder or in a remote store."""
     now = datetime.now(UTC)
-    removed: list[Decision] = []
+    result = Rotation()
     if storage is not None:
-        groups = sorted({(ref.kind, ref.database) for _, ref in remote_archives(storage)})
-        for group in groups:
-            removed += rotate_remote(storage, group, "", policy, now, reporter, dry_run=dry_run)
+        try:
+            judged = vet_bucket(storage, key, now)
+        except ChronoError as error:
+            reporter.warn(f"retention on {storage.url} failed: {error.message}")
+            return result
+        result.rejected = [v for v in judged if not v.trusted]
+        report_rejected(result.rejected, reporter)
+        if not dry_run:
+            abort_abandoned_uploads(storage, reporter)
+        for group in sorted({(v.ref.kind, v.ref.database) for v in judged if v.ref is not None}):
+            done = rotate_remote(storage, group, "", policy, now, reporter, key=key, dry_run=dry_run, vetted=judged)
+            result.removed += done.removed
     elif folder is not None:
         manifest = Manifest(folder)
-        for group in sorted({(str(e.get("kind")), str(e.get("source"))) for e in manifest.read()}):
-            removed += rotate(folder, manifest, group, [], policy, now, reporter, dry_run=dry_run)
-    return [decision.archive.key for decision in removed]
-
-
-def _parse_time(value: object, fallback: datetime) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return fallback
+        judged = vet_folder(folder, manifest.read(), key, now)
+        result.rejected = [v for v in judged if not v.trusted]
+        report_rejected(result.rejected, reporter)
+        for group in sorted({(v.ref.kind, v.ref.database) for v in judged if v.ref is not None}):
+            done = rotate(folder, manifest, group, [], policy, now, reporter, key=key, dry_run=dry_run, report=False)
+            result.removed += done.removed
+    return result

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from chrono_ci.errors import ConfigError
 from chrono_ci.postgres import DatabaseTarget, parse_database_url
 from chrono_ci.retention import RetentionPolicy
+from chrono_ci.signing import SIGNING_KEY_ENV, SigningKey, signing_key_from
 
 Compression = Literal["zstd", "gzip", "none"]
 VerifyLevel = Literal["check", "restore"]
@@ -94,6 +95,7 @@ OPTIONS: dict[str, Option] = {
         Option("encryption_recipients", "BACKUP_ENCRYPTION_RECIPIENTS", "--encryption-recipients"),
         Option("encryption_passphrase", "BACKUP_ENCRYPTION_PASSPHRASE", "--encryption-passphrase", secret=True),
         Option("encryption_identity", "BACKUP_ENCRYPTION_IDENTITY", "--encryption-identity", secret=True),
+        Option("signing_key", "BACKUP_SIGNING_KEY", "--signing-key", secret=True),
     )
 }
 
@@ -118,6 +120,8 @@ class Settings:
     artifact_name: str | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     encryption: Encryption = field(default_factory=lambda: Encryption())
+    # BACKUP_SIGNING_KEY: records are signed, and only signed records are trusted (restore, retention, status).
+    signing_key: SigningKey | None = None
     # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -128,6 +132,8 @@ class Settings:
             if target is not None:
                 found.extend(target.secrets())
         found.extend(self.encryption.secrets())
+        if self.signing_key is not None:
+            found.extend(self.signing_key.secrets())
         return found
 
 
@@ -219,6 +225,7 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
         )
     return Settings(
         encryption=encryption,
+        signing_key=_signing_key(cli, env),
         database=_url("database_url", cli, env),
         supabase=_url("supabase_db_url", cli, env),
         backup_dir=backup_dir,
@@ -338,6 +345,14 @@ def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryp
             ) from None
     identities = tuple(age.parse_identities(identity_text)) if identity_text is not None else ()
     return Encryption(recipients, passphrase, identities, identity_text)
+
+
+def _signing_key(cli: Mapping[str, str | None], env: Mapping[str, str]) -> SigningKey | None:
+    # Set but empty (a CI secret that does not exist) is a request for signing that cannot be honoured.
+    if cli.get("signing_key") is None and SIGNING_KEY_ENV in env and not env[SIGNING_KEY_ENV].strip():
+        return signing_key_from("")
+    raw, label = _pick("signing_key", cli, env)
+    return signing_key_from(raw, label)
 
 
 def parse_count(raw: str, label: str) -> int:

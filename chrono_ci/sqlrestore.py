@@ -45,7 +45,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 class ArchiveRefused(VerificationFailed):
     """The archive holds what pg_dump never writes (a psql command, transaction control, ...): not restored."""
 
-    exit_code = ExitCode.UNSAFE
+    exit_code = ExitCode.UNTRUSTED
 
 
 class CountMismatch(VerificationFailed):

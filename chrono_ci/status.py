@@ -16,14 +16,17 @@ import statistics
 import urllib.parse
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from chrono_ci.archive import ArchiveName, Manifest
 from chrono_ci.errors import ConfigError, ObjectNotFound
+from chrono_ci.provenance import entry_fields, metadata_fields, vet
 from chrono_ci.report import Reporter, human_size
+from chrono_ci.safefile import regular_file_size
+from chrono_ci.signing import SigningKey
 from chrono_ci.storage.base import ObjectInfo, Storage
 
 TREND_LENGTH = 10
@@ -32,7 +35,7 @@ TREND_LENGTH = 10
 DROP_RATIO = 0.5
 S3_STAT_WORKERS = 8
 
-State = Literal["good", "failed", "missing", "unlisted"]
+State = Literal["good", "failed", "missing", "unlisted", "untrusted"]
 Level = Literal["error", "warning"]
 
 # ------------------------------------------------------------------------------------------------ durations
@@ -109,11 +112,17 @@ class StatusArchive:
     verified_level: str | None = None
     copies: tuple[Copy, ...] = ()
     listed: bool = True  # False: found with chrono-ci's name but no metadata says what it is
+    # Its record as chrono_ci/provenance.py judged it: the signature's state, and why it is not believed (None
+    # when it is). A record not believed says nothing about backups: neither good, nor failed, nor fresh.
+    signature: str = "none"
+    distrust: str | None = None
 
     @property
     def state(self) -> State:
         if not self.listed:
             return "unlisted"
+        if self.distrust is not None:
+            return "untrusted"
         if self.verified_ok is False:
             return "failed"
         if any(copy.ok for copy in self.copies):
@@ -135,6 +144,8 @@ class StatusArchive:
             return "listed in the metadata, but its file is gone"
         if state == "unlisted":
             return "not described by any metadata"
+        if state == "untrusted":
+            return f"its record is not trusted: {self.distrust}"
         return ""
 
     def stored_in(self) -> list[str]:
@@ -193,6 +204,7 @@ class StatusReport:
     archives: int  # every archive seen, safety backups and unlisted ones included
     unlisted: int
     problems: tuple[Problem, ...] = field(default_factory=tuple)  # not about one database
+    untrusted: int = 0  # records not believed (see chrono_ci/provenance.py), counted in no database
 
     @property
     def ok(self) -> bool:
@@ -205,6 +217,7 @@ class StatusReport:
             "max_age_seconds": int(self.max_age.total_seconds()) if self.max_age is not None else None,
             "archives": self.archives,
             "unlisted": self.unlisted,
+            "untrusted": self.untrusted,
             "stored_bytes": dict(self.stored_bytes),
             "problems": [_problem_dict(p) for p in self.problems],
             "databases": [_database_dict(d) for d in self.databases],
@@ -217,7 +230,7 @@ def build_status(archives: list[StatusArchive], now: datetime, max_age: timedelt
         raise ValueError("now must be timezone-aware")
     groups: dict[tuple[str, str], list[StatusArchive]] = {}
     for archive in archives:
-        if archive.series == "backup" and archive.listed:
+        if archive.series == "backup" and archive.state not in ("unlisted", "untrusted"):
             groups.setdefault((archive.kind, archive.source), []).append(archive)
     databases = tuple(_database_status(key, members, now, max_age) for key, members in sorted(groups.items()))
 
@@ -228,8 +241,15 @@ def build_status(archives: list[StatusArchive], now: datetime, max_age: timedelt
     problems: list[Problem] = []
     if not databases:
         problems.append(Problem("error", "no backup found: there is no good backup of any database"))
+    untrusted = [archive for archive in archives if archive.state == "untrusted"]
+    for archive in untrusted:
+        problems.append(
+            Problem("warning", f"{archive.file} is not counted: its record is not trusted ({archive.distrust})")
+        )
     unlisted = sum(1 for archive in archives if not archive.listed)
-    return StatusReport(now, max_age, databases, stored, len(archives), unlisted, tuple(problems))
+    return StatusReport(
+        now, max_age, databases, stored, len(archives), unlisted, tuple(problems), untrusted=len(untrusted)
+    )
 
 
 def _database_status(
@@ -312,22 +332,27 @@ def _trend(good: list[StatusArchive]) -> Trend:
 # -------------------------------------------------------------------------------------------------- loaders
 
 
-def from_folder(path: Path) -> list[StatusArchive]:
+def from_folder(path: Path, key: SigningKey | None = None, now: datetime | None = None) -> list[StatusArchive]:
     """Every archive backup_metadata.json in `path` lists, and every chrono-ci file on disk it does not.
 
     Raises StorageError when the metadata is damaged or unreadable: a status guessed from file names alone
     would report backups as good that nobody verified.
     """
     entries: dict[str, Mapping[str, Any]] = {str(entry["file"]): entry for entry in Manifest(path).read()}
+    moment = now or datetime.now(UTC)
     found: list[StatusArchive] = []
     for name, entry in entries.items():
         parsed = ArchiveName.parse(name)
         if parsed is not None:
-            found.append(_from_entry(path, entry, parsed))
+            verdict = vet(name, entry_fields(entry), regular_file_size(path / name), key, moment)
+            found.append(
+                replace(_from_entry(path, entry, parsed), signature=verdict.signature, distrust=verdict.problem)
+            )
     if path.is_dir():
         for file in sorted(path.iterdir()):
             parsed = ArchiveName.parse(file.name)
-            if parsed is None or file.name in entries or not file.is_file() or file.is_symlink():
+            size = regular_file_size(file)
+            if parsed is None or file.name in entries or size is None:
                 continue
             found.append(
                 StatusArchive(
@@ -337,7 +362,7 @@ def from_folder(path: Path) -> list[StatusArchive]:
                     source="",
                     database=None,
                     created_at=parsed.stamp,
-                    size_bytes=file.stat().st_size,
+                    size_bytes=size,
                     copies=(Copy("local", str(file)),),
                     listed=False,
                 )
@@ -349,7 +374,9 @@ def _from_entry(folder: Path, entry: Mapping[str, Any], parsed: ArchiveName) -> 
     name = str(entry["file"])
     copies: list[Copy] = []
     local = folder / name
-    on_disk = local.is_file()
+    # lstat, not stat: a symbolic link planted under an archive's name is not a copy of the backup.
+    size_on_disk = regular_file_size(local)
+    on_disk = size_on_disk is not None
     # "local": false means the file was uploaded and deliberately not kept (KEEP_LOCAL=false): its absence is
     # not a loss. A file that is there anyway still counts.
     if on_disk or entry.get("local", True) is not False:
@@ -373,7 +400,7 @@ def _from_entry(folder: Path, entry: Mapping[str, Any], parsed: ArchiveName) -> 
         source=str(entry.get("source") or _source_of(entry)),
         database=str(entry["database"]) if entry.get("database") else None,
         created_at=_parse_time(entry.get("created_at"), parsed.stamp),
-        size_bytes=_int(entry.get("size_bytes"), local.stat().st_size if on_disk else 0),
+        size_bytes=_int(entry.get("size_bytes"), size_on_disk or 0),
         raw_size_bytes=_int(raw, 0) if raw is not None else None,
         verified_ok=verified_ok,
         verified_level=str(level) if level else None,
@@ -381,7 +408,7 @@ def _from_entry(folder: Path, entry: Mapping[str, Any], parsed: ArchiveName) -> 
     )
 
 
-def from_s3(storage: Storage) -> list[StatusArchive]:
+def from_s3(storage: Storage, key: SigningKey | None = None, now: datetime | None = None) -> list[StatusArchive]:
     """Every object under the storage's prefix (at any depth) that has chrono-ci's name.
 
     An object is a good backup when its metadata says chrono-ci put it there (chrono-kind): the upload happens
@@ -389,6 +416,7 @@ def from_s3(storage: Storage) -> list[StatusArchive]:
     time so that a bucket with hundreds of archives answers in seconds.
     """
     candidates = [info for info in storage.list() if ArchiveName.parse(info.key.rsplit("/", 1)[-1]) is not None]
+    moment = now or datetime.now(UTC)
     base = storage.url.rstrip("/")
 
     def stat(info: ObjectInfo) -> ObjectInfo | None:
@@ -406,9 +434,10 @@ def from_s3(storage: Storage) -> list[StatusArchive]:
         name = listed.key.rsplit("/", 1)[-1]
         parsed = ArchiveName.parse(name)
         assert parsed is not None
-        meta = {key.lower(): value for key, value in info.metadata.items()}
+        meta = {name.lower(): value for name, value in info.metadata.items()}
         ours = bool(meta.get("chrono-kind"))
         source = urllib.parse.unquote(meta.get("chrono-source", "")) if ours else ""
+        verdict = vet(name, metadata_fields(meta), info.size, key, moment)
         found.append(
             StatusArchive(
                 file=name,
@@ -421,6 +450,8 @@ def from_s3(storage: Storage) -> list[StatusArchive]:
                 verified_ok=None,
                 copies=(Copy("s3", f"{base}/{listed.key}"),),
                 listed=ours,
+                signature=verdict.signature,
+                distrust=verdict.problem if ours else None,
             )
         )
     return found
@@ -474,6 +505,7 @@ def _archive_dict(archive: StatusArchive) -> dict[str, Any]:
         "verified": None
         if archive.verified_ok is None
         else {"level": archive.verified_level, "ok": archive.verified_ok},
+        "signature": archive.signature,
         "stored": [{"target": c.target, "where": c.where, "ok": c.ok, "error": c.error} for c in archive.copies],
     }
 
@@ -523,7 +555,8 @@ def print_status(report: StatusReport, reporter: Reporter, location: str) -> Non
                 proof = "not recorded here"
             else:
                 proof = f"{newest.verified_level or '?'} {'ok' if newest.verified_ok else 'FAILED'}"
-            reporter.info(f"size {human_size(newest.size_bytes)}{sql}; verified: {proof}")
+            record = {"valid": "signed", "unchecked": "signed (no key to check it)"}.get(newest.signature, "unsigned")
+            reporter.info(f"size {human_size(newest.size_bytes)}{sql}; verified: {proof}; record: {record}")
             reporter.info("stored: " + ", ".join(_copy_text(copy) for copy in newest.copies))
         reporter.info(f"{status.good} good, {status.failed} failed, {human_size(status.total_bytes)} stored")
         if len(status.trend.points) > 1:

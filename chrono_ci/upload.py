@@ -15,15 +15,18 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from chrono_ci.archive import ArchiveName
 from chrono_ci.errors import ChronoError, StorageError
-from chrono_ci.retention import ArchiveRef, Decision, RetentionPolicy, plan_retention
-from chrono_ci.storage.base import ObjectInfo, Storage
+from chrono_ci.provenance import Vetted
+from chrono_ci.report import Reporter
+from chrono_ci.retention import Decision, RetentionPolicy, plan_retention
+from chrono_ci.signing import Record, SigningKey
+from chrono_ci.storage.base import ObjectInfo, Seal, Storage
 
 QUEUE_CHUNKS = 8  # at most this many 1 MiB chunks wait for a slow store
 
@@ -80,7 +83,13 @@ class _Tee:
         return data
 
 
-def put_everywhere(destinations: list[Destination], key: str, stream: BinaryIO, metadata: Mapping[str, str]) -> None:
+def put_everywhere(
+    destinations: list[Destination],
+    key: str,
+    stream: BinaryIO,
+    metadata: Mapping[str, str],
+    seal: Seal | None = None,
+) -> None:
     """Store `stream` under `key` in every destination; each records its info or its error.
 
     The first destination is primary: if it fails, the exception propagates (after the others are told).
@@ -91,12 +100,12 @@ def put_everywhere(destinations: list[Destination], key: str, stream: BinaryIO, 
     threads = []
     for destination, branch in zip(secondaries, branches, strict=True):
         thread = threading.Thread(
-            target=_consume, args=(destination, branch, key, metadata), name=f"upload-{destination.target}"
+            target=_consume, args=(destination, branch, key, metadata, seal), name=f"upload-{destination.target}"
         )
         thread.start()
         threads.append(thread)
     try:
-        primary.info = primary.storage.put(key, _Tee(stream, branches), metadata)  # type: ignore[arg-type]
+        primary.info = primary.storage.put(key, _Tee(stream, branches), metadata, seal)  # type: ignore[arg-type]
     except BaseException as exc:
         for branch in branches:
             branch.offer(exc)
@@ -106,9 +115,11 @@ def put_everywhere(destinations: list[Destination], key: str, stream: BinaryIO, 
             thread.join()
 
 
-def _consume(destination: Destination, branch: _Branch, key: str, metadata: Mapping[str, str]) -> None:
+def _consume(
+    destination: Destination, branch: _Branch, key: str, metadata: Mapping[str, str], seal: Seal | None
+) -> None:
     try:
-        destination.info = destination.storage.put(key, branch, metadata)  # type: ignore[arg-type]
+        destination.info = destination.storage.put(key, branch, metadata, seal)  # type: ignore[arg-type]
     except UpstreamFailed:
         pass  # the primary's error is the one reported
     except ChronoError as error:
@@ -193,30 +204,40 @@ def remote_metadata(kind: str, series: str, source: str, created_at: str, compre
     }
 
 
-def remote_archives(storage: Storage) -> list[tuple[ObjectInfo, ArchiveRef]]:
-    """Our archives in a remote store: names we write AND our metadata; anything else is not ours to touch."""
-    found = []
-    for listed in storage.list():
-        name = ArchiveName.parse(listed.key)
-        if name is None:
-            continue
-        info = storage.stat(listed.key)
-        meta = info.metadata
-        if "chrono-kind" not in meta or "chrono-source" not in meta:
-            continue
-        created = _parse_time(meta.get("chrono-created-at")) or name.stamp
-        ref = ArchiveRef(
-            key=info.key,
-            kind=meta["chrono-kind"],
-            database=unquote(meta["chrono-source"]),
-            created_at=created,
-            series=meta.get("chrono-series", name.series),
-        )
-        found.append((info, ref))
-    return found
+def remote_seal(name: str, kind: str, source: str, created_at: str, key: SigningKey | None) -> Seal:
+    """What the object learns once its bytes are all stored: its size, and with a key the record's signature."""
+
+    def seal(size: int, sha256: str) -> dict[str, str]:
+        sealed = {"chrono-size": str(size)}
+        if key is not None:
+            sealed["chrono-signature"] = key.sign(Record(name, size, sha256, source, kind, created_at))
+        return sealed
+
+    return seal
+
+
+# A multipart upload this old under our prefix, with an archive's name, is a killed run's: no backup's upload
+# lasts that long without finishing (parts of several GB go up in minutes), and a younger one may be a run going.
+ABANDONED_UPLOAD_AGE = timedelta(hours=1)
+
+
+def abort_abandoned_uploads(storage: Storage, reporter: Reporter, now: datetime | None = None) -> None:
+    """Abort the multipart uploads killed runs left under our prefix, whether a run recorded them or not: our
+    archive names, started more than ABANDONED_UPLOAD_AGE ago. Parts are billed until aborted."""
+    sweep = getattr(storage, "abort_stale_uploads", None)
+    if sweep is None:
+        return
+    try:
+        aborted: list[str] = sweep(ABANDONED_UPLOAD_AGE, named=lambda key: ArchiveName.parse(key) is not None, now=now)
+    except ChronoError as error:
+        reporter.warn(f"unfinished uploads in {storage.url} could not be listed or aborted: {error.message}")
+        return
+    if aborted:
+        reporter.info(f"aborted {len(aborted)} unfinished upload(s) an interrupted run left: {', '.join(aborted)}")
 
 
 def apply_remote_retention(
+    vetted: list[Vetted],
     storage: Storage,
     policy: RetentionPolicy,
     now: datetime,
@@ -227,10 +248,11 @@ def apply_remote_retention(
     dry_run: bool = False,
     warn: Callable[[str], None] = lambda _message: None,
 ) -> tuple[list[Decision], list[Decision]]:
-    """Retention on one remote group (kind, source). Objects under object lock are reported as kept."""
+    """Retention on one remote group (kind, source) of the trusted objects in `vetted`. Objects under object
+    lock are reported as kept."""
     from chrono_ci.storage.s3 import ObjectLocked
 
-    refs = [ref for _, ref in remote_archives(storage) if ref.kind == kind and ref.database == source]
+    refs = [v.ref for v in vetted if v.ref is not None and v.ref.kind == kind and v.ref.database == source]
     plan = plan_retention(refs, policy, now, just_made=[just_made])
     removed: list[Decision] = []
     kept = list(plan.keep)
@@ -248,12 +270,3 @@ def apply_remote_retention(
             continue
         removed.append(decision)
     return kept, removed
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -60,10 +60,11 @@ ALLOWED: dict[str, str] = {
     "chrono_ci/retention.py: {} must be at least {}, got {}": "RetentionPolicy guard, as above",
     "chrono_ci/storage/__init__.py: No backup location was given.": "open_storage() is only called with a validated "
     "S3_URL; folders, file:// and artifact:// locations there are library API",
-    "chrono_ci/storage/__init__.py: Malformed backup location {}.": "as above",
-    "chrono_ci/storage/__init__.py: Unknown backup location scheme {}:// in the URL.": "as above",
-    "chrono_ci/storage/__init__.py: {} names a remote host; file:// URLs can only point at this machine.": "as above",
-    "chrono_ci/storage/__init__.py: {} names no folder.": "as above",
+    "chrono_ci/storage/__init__.py: Malformed backup location: a scheme without ://.": "as above",
+    "chrono_ci/storage/__init__.py: Unknown backup location scheme (before ://) in the URL.": "as above",
+    "chrono_ci/storage/__init__.py: The file:// URL names a remote host; file:// URLs can only point at this "
+    "machine.": "as above",
+    "chrono_ci/storage/__init__.py: The file:// URL names no folder.": "as above",
     "chrono_ci/storage/artifacts.py: Artifact retention must be at least 1 day, not {}.": "API guard: from_env "
     "passes only values _days() accepted (`ARTIFACT_RETENTION_DAYS must be at least 1, not 0.` is documented)",
     "chrono_ci/storage/artifacts.py: The artifact block size must be between 1 byte and 4000 MiB, not {}.": "API "
@@ -84,6 +85,8 @@ ALLOWED: dict[str, str] = {
     "chrono_ci/cli.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`) and printed checks "
     "(`NAME: DETAIL`)",
     "chrono_ci/restore.py: {}": "each of plan.problems, collected from `problems.append(...)`",
+    "chrono_ci/cli.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
+    "chrono_ci/safefile.py, documented where it is raised",
     "chrono_ci/settings.py: {}: {}": "`S3_URL: ` + a parse_s3_url() message",
     "chrono_ci/action.py: {}": "the Action's annotations of a note, or of a run's error message",
     "chrono_ci/action.py: {}: {}": "the Action's annotation of a `backup all` failure: `KIND: MESSAGE`",

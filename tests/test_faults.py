@@ -149,6 +149,39 @@ def test_a_damaged_manifest_is_never_trusted(
         assert (folder / "backup_metadata.json").read_bytes() == content
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size_bytes", "12kB"),
+        ("size_bytes", True),
+        ("series", ["backup"]),
+        ("source", 5432),
+        ("tables", {"public.t": "many"}),
+        ("created_at", 20260101),
+        ("local", "yes"),
+        ("uploads", ["s3"]),
+        ("verified", "ok"),
+    ],
+)
+def test_a_manifest_field_of_the_wrong_type_is_a_clear_error(
+    pg18: PgServer, make_database: Callable[..., str], run_cli: Run, tmp_path: Path, field: str, value: object
+) -> None:
+    url = make_database(pg18, "CREATE TABLE t (x int)")
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), "MAX_BACKUPS": "1"}
+    assert run_cli("backup", "postgres", env=env).code == 0
+    manifest = json.loads((folder / "backup_metadata.json").read_text())
+    manifest["backups"][0][field] = value
+    content = json.dumps(manifest).encode()
+    (folder / "backup_metadata.json").write_bytes(content)
+    files = sorted(p.name for p in folder.iterdir())
+    for args in (["backup", "postgres"], ["recovery", "list"], ["backup", "test"], ["prune"], ["status"]):
+        result = run_cli(*args, env=env)
+        assert_error(result, 5, "backup_metadata.json is damaged", f"entry 0 has {field} of the wrong type")
+        assert sorted(p.name for p in folder.iterdir()) == files, args
+        assert (folder / "backup_metadata.json").read_bytes() == content
+
+
 def test_a_hand_edited_manifest_cannot_make_chrono_ci_delete_foreign_files(
     pg18: PgServer, make_database: Callable[..., str], run_cli: Run, tmp_path: Path
 ) -> None:

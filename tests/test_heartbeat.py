@@ -286,9 +286,9 @@ def test_a_redirect_away_from_http_is_not_followed(ping: PingServer) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (f"ftp://hc-ping.com/{TOKEN}", "is not an http:// or https:// URL (it has ftp://)"),
-        (f"hc-ping.com/{TOKEN}", "is not an http:// or https:// URL (it has no scheme)"),
-        (f"file:///tmp/{TOKEN}", "is not an http:// or https:// URL (it has file://)"),
+        (f"ftp://hc-ping.com/{TOKEN}", "is not an http:// or https:// URL: it does not start with either"),
+        (f"hc-ping.com/{TOKEN}", "is not an http:// or https:// URL: it does not start with either"),
+        (f"file:///tmp/{TOKEN}", "is not an http:// or https:// URL: it does not start with either"),
         (f"https:///{TOKEN}", "is not a valid URL"),
         (f"https://hc-ping.com:99999/{TOKEN}", "is not a valid URL"),
         (f"https://hc-ping.com/{TOKEN}\nX-Injected: 1", "is not a valid URL"),

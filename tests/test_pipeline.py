@@ -102,7 +102,7 @@ def test_url_parameters_and_ipv6_hosts() -> None:
     env = target.libpq_env({"PGSERVICE": "x", "PGHOST": "elsewhere"})
     assert env["PGSSLMODE"] == "require" and env["PGCONNECT_TIMEOUT"] == "5" and env["PGHOST"] == "::1"
     assert "PGSERVICE" not in env
-    with pytest.raises(ConfigError, match="unknown connection parameter"):
+    with pytest.raises(ConfigError, match="not a libpq connection parameter"):
         parse_database_url("postgresql://u@h/db?bogus=1")
 
 

@@ -38,7 +38,7 @@ from tests.test_faults import start, wait_for
 from tests.test_recovery import entries, state
 
 Run = Callable[..., CliResult]
-UNSAFE = 10
+UNSAFE = 10  # ExitCode.UNTRUSTED
 
 
 @pytest.fixture(params=["pg18", "pg15"])

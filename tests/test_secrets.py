@@ -4,6 +4,7 @@ summary, nor in the argv of any process on the machine while the commands run.""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from tests.test_upload import s3_env
 
 Run = Callable[..., CliResult]
 PASSPHRASE = "pässphrase: s3cr3t/%#?&'\" end"
+SIGNING_KEY = "signing-k3y: s3cr3t/%#?&'\" and long enough to be accepted"
 
 
 class ArgvWatcher:
@@ -66,7 +68,7 @@ def forms(secret: str) -> list[str]:
 
 @pytest.fixture
 def secrets(seaweedfs: SeaweedFS) -> list[str]:
-    return [*forms(TEST_PASSWORD), *forms(PASSPHRASE), seaweedfs.secret_key]
+    return [*forms(TEST_PASSWORD), *forms(PASSPHRASE), *forms(SIGNING_KEY), seaweedfs.secret_key]
 
 
 def assert_clean(text: str, secrets: list[str], where: str) -> None:
@@ -96,12 +98,13 @@ def test_no_secret_leaks_anywhere(
         "DATABASE_URL": url,
         "BACKUP_DIR": str(folder),
         "BACKUP_ENCRYPTION_PASSPHRASE": PASSPHRASE,
+        "BACKUP_SIGNING_KEY": SIGNING_KEY,
         **s3_env(seaweedfs, s3_bucket),
     }
     wrong_password = url.replace(quote(TEST_PASSWORD, safe=""), quote("wrong-" + TEST_PASSWORD, safe=""))
     refused = url.replace(f":{url.split('@')[1].split(':')[1].split('/')[0]}/", f":{free_port()}/")
     results: list[tuple[str, CliResult]] = []
-    with ArgvWatcher(secrets + forms("wrong-" + TEST_PASSWORD)) as watcher:
+    with ArgvWatcher(secrets + forms("wrong-" + TEST_PASSWORD) + ["x" + SIGNING_KEY]) as watcher:
 
         def run(label: str, *args: str, **extra: str) -> CliResult:
             result = run_cli(*args, env={**env, **extra})
@@ -126,8 +129,18 @@ def test_no_secret_leaks_anywhere(
         assert run("wrong s3 secret", "backup", "postgres", AWS_SECRET_ACCESS_KEY="x" + seaweedfs.secret_key).code == 5
         assert run("no confirmation", "recovery", "restore", name).code == 9
         assert run("refused", "backup", "postgres", DATABASE_URL=refused).code == 3
+        assert run("prune s3", "--json", "prune", "--from", "s3", "--dry-run").code == 0
+        assert run("status s3", "status", "--from", "s3").code == 0
+        # The key signs, and a record signed with another key is refused, without either key in the output.
+        assert run("other key", "recovery", "restore", name, "--yes", BACKUP_SIGNING_KEY="x" + SIGNING_KEY).code == 10
         action = run_action(
-            {"command": "backup", "databases": "postgres", "database-url": url, "upload": "s3"},
+            {
+                "command": "backup",
+                "databases": "postgres",
+                "database-url": url,
+                "upload": "s3",
+                "signing-key": SIGNING_KEY,
+            },
             env={"BACKUP_ENCRYPTION_PASSPHRASE": PASSPHRASE, **s3_env(seaweedfs, s3_bucket)},
         )
         failed_action = run_action({"command": "backup", "databases": "postgres", "database-url": wrong_password})
@@ -137,6 +150,7 @@ def test_no_secret_leaks_anywhere(
         assert conn.execute("SELECT count(*) FROM app.users").fetchone() == (1200,)
 
     watched = secrets + forms("wrong-" + TEST_PASSWORD) + ["x" + PASSPHRASE, "x" + seaweedfs.secret_key]
+    watched += ["x" + SIGNING_KEY]
     for label, result in results:
         assert_clean(result.output, watched, f"the output of `{label}`")
     for run_ in (action, failed_action):
@@ -150,5 +164,39 @@ def test_no_secret_leaks_anywhere(
                 assert_clean(text, watched, str(path))
     for path, text in all_files(folder):
         assert_clean(text, watched, str(path))
+    assert '"signature": "hmac-sha256:' in (folder / "backup_metadata.json").read_text()
+    client = seaweedfs.client()
+    for listed in client.list_objects_v2(Bucket=s3_bucket).get("Contents", []):
+        metadata = client.head_object(Bucket=s3_bucket, Key=listed["Key"])["Metadata"]
+        assert metadata.get("chrono-signature", "").startswith("hmac-sha256:")
+        assert_clean(json.dumps(metadata), watched, f"the metadata of {listed['Key']}")
     assert watcher.seen > 0, "the watcher never saw pg_dump, psql or chrono-ci running"
     assert watcher.leaks == [], f"a secret appeared in a process's argv: {watcher.leaks[:1]}"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Xq7#Zr9Tk5",
+        "Xq7/Zr9Tk5",
+        "Xq7?Zr9Tk5",
+        "Xq7@Zr9/Tk5",
+        "1234#Zr9Tk5",
+        "1234?a=Zr9Tk5",
+        "1234/Zr9Tk5",
+        "1234@Zr9?Tk5",
+    ],
+)
+def test_a_url_that_cannot_be_read_is_never_repeated(run_cli: Run, tmp_path: Path, password: str) -> None:
+    """A password with an unencoded # ? / or @ spreads over the host, port, path or query; whatever a parse error
+    quoted would be a piece of it."""
+    url = f"postgresql://qwuser:{password}@127.0.0.1:5499/shop"
+    for setting, args in (
+        ("DATABASE_URL", ["backup", "postgres"]),
+        ("RESTORE_TARGET_URL", ["recovery", "restore", "x", "--dry-run"]),
+    ):
+        result = run_cli(*args, env={setting: url, "BACKUP_DIR": str(tmp_path / "b")})
+        assert result.code == 2, result.output
+        assert setting in result.output and "hint:" in result.output
+        for piece in ("Xq7", "1234", "Zr9", "Tk5", "qwuser", "127.0.0.1", "5499", "shop"):
+            assert piece not in result.output, f"{piece!r} of the URL is repeated: {result.output}"

@@ -2,8 +2,9 @@
 real objects in SeaweedFS; the pure rules (durations, staleness, the size-drop flag) also directly.
 
 Staleness cannot be produced honestly without waiting a day, so some tests move a real backup's `created_at`
-back in backup_metadata.json (or in the S3 object's chrono-created-at): that field is the backup's recorded time,
-the one thing status reads to compute an age; everything else about those backups is real.
+back in backup_metadata.json (or in the S3 object's chrono-created-at), and rename it as chrono-ci would have
+named it then (a record whose time disagrees with its name is not trusted): that field is the backup's recorded
+time, the one thing status reads to compute an age; everything else about those backups is real.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
+from chrono_ci.archive import ArchiveName, archive_name
 from chrono_ci.errors import ConfigError
 from chrono_ci.status import Copy, StatusArchive, build_status, format_duration, from_folder, parse_duration
 from chrono_ci.storage.s3 import S3Config, S3Storage
@@ -45,14 +47,25 @@ def manifest(folder: Path) -> list[dict[str, Any]]:
     return json.loads((folder / "backup_metadata.json").read_text())["backups"]  # type: ignore[no-any-return]
 
 
-def set_created_at(folder: Path, file: str, moment: datetime) -> None:
-    """Move one real backup back in time (see the module docstring for why)."""
+def named_at(file: str, moment: datetime) -> str:
+    """The name chrono-ci gives the archive `file` made at `moment`."""
+    parsed = ArchiveName.parse(file)
+    assert parsed is not None
+    return archive_name(parsed.kind, parsed.series, moment, file[file.index(".sql") :])
+
+
+def set_created_at(folder: Path, file: str, moment: datetime) -> str:
+    """Move one real backup back in time (see the module docstring for why); returns its new name."""
     path = folder / "backup_metadata.json"
     data = json.loads(path.read_text())
+    renamed = named_at(file, moment)
     for entry in data["backups"]:
         if entry["file"] == file:
             entry["created_at"] = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            entry["file"] = renamed
+    (folder / file).rename(folder / renamed)
     path.write_text(json.dumps(data, indent=2))
+    return renamed
 
 
 def status_json(run_cli: Run, *args: str, env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
@@ -229,7 +242,7 @@ def test_status_of_fresh_and_stale_backups_and_max_age(
     backup(run_cli, fresh, folder)
     backup(run_cli, stale, folder)
     stale_file = next(e["file"] for e in manifest(folder) if e["database"] == db_name(stale))
-    set_created_at(folder, stale_file, datetime.now(UTC) - timedelta(days=3))
+    stale_file = set_created_at(folder, stale_file, datetime.now(UTC) - timedelta(days=3))
     env = {"BACKUP_DIR": str(folder)}
 
     plain = run_cli("status", env=env)
@@ -352,11 +365,15 @@ def s3_env(server: SeaweedFS, bucket: str, prefix: str) -> dict[str, str]:
     }
 
 
-def upload_as_chrono_ci(storage: S3Storage, folder: Path, entry: dict[str, Any], created_at: str | None = None) -> None:
-    """Put a real archive in S3 with the object metadata chrono-ci's upload writes (the fixed convention)."""
+def upload_as_chrono_ci(storage: S3Storage, folder: Path, entry: dict[str, Any], created_at: str | None = None) -> str:
+    """Put a real archive in S3 with the object metadata chrono-ci's upload writes (the fixed convention), named
+    for `created_at` when given; returns its key."""
+    key = entry["file"]
+    if created_at is not None:
+        key = named_at(key, datetime.fromisoformat(created_at.replace("Z", "+00:00")))
     with (folder / entry["file"]).open("rb") as source:
         storage.put(
-            entry["file"],
+            key,
             source,
             metadata={
                 "chrono-kind": entry["kind"],
@@ -366,6 +383,7 @@ def upload_as_chrono_ci(storage: S3Storage, folder: Path, entry: dict[str, Any],
                 "chrono-compression": entry["compression"],
             },
         )
+    return key
 
 
 def test_status_from_seaweedfs(
@@ -489,7 +507,7 @@ def test_from_folder_reads_uploads_and_local_flags(tmp_path: Path) -> None:
     folder = tmp_path / "b"
     folder.mkdir()
     kept = "postgres_backup_2026-11-25_02-00-00.sql.zst"
-    (folder / kept).write_bytes(b"x" * 10)
+    (folder / kept).write_bytes(b"x" * 1000)
     common = {
         "kind": "postgres",
         "series": "backup",
@@ -497,7 +515,8 @@ def test_from_folder_reads_uploads_and_local_flags(tmp_path: Path) -> None:
         "host": "h",
         "port": 5432,
         "source": "h:5432/app",
-        "size_bytes": 10,
+        "size_bytes": 1000,
+        "sha256": "ab" * 32,
         "verified": {"level": "check", "ok": True},
     }
     s3_ok = {"target": "s3", "uri": "s3://b/p/f", "ok": True, "error": None}
@@ -521,12 +540,12 @@ def test_from_folder_reads_uploads_and_local_flags(tmp_path: Path) -> None:
         {**common, "file": "postgres_backup_2026-11-25_05-00-00.sql.zst", "created_at": "2026-11-25T05:00:00Z"},
     ]
     (folder / "backup_metadata.json").write_text(json.dumps({"backups": entries}))
-    (folder / "postgres_backup_2026-11-20_00-00-00.sql.zst").write_bytes(b"y" * 5)
+    (folder / "postgres_backup_2026-11-20_00-00-00.sql.zst").write_bytes(b"y" * 500)
     found = {a.file: a for a in from_folder(folder)}
     assert [found[str(e["file"])].state for e in entries] == ["good", "good", "failed", "missing"]
     assert found["postgres_backup_2026-11-20_00-00-00.sql.zst"].state == "unlisted"
     report = build_status(list(found.values()), NOW, None)
-    assert report.stored_bytes == {"local": 15, "s3": 10}
+    assert report.stored_bytes == {"local": 1500, "s3": 1000}
     (status,) = report.databases
     assert status.newest is not None and status.newest.file == entries[1]["file"]
     assert status.newest.stored_in() == ["s3"]

@@ -142,7 +142,8 @@ def _seed_old(storage: S3Storage, source: str, when: datetime, key_suffix: str =
 
     storage.put(
         name,
-        io.BytesIO(b"old archive " + name.encode()),
+        # Above the size floor of a plausible archive (provenance.MIN_ARCHIVE_BYTES): a real backup's size.
+        io.BytesIO((b"old archive " + name.encode()).ljust(1024, b".")),
         {
             "chrono-kind": "postgres",
             "chrono-series": "backup",

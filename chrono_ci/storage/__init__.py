@@ -29,7 +29,7 @@ def open_storage(url: str, environ: Mapping[str, str] | None = None) -> Storage:
     if not separator:
         if url.partition(":")[0].lower() in _SCHEMES:
             # `s3:/bucket` is a typo, not a folder named "s3:": writing backups there would go unnoticed.
-            raise ConfigError(f"Malformed backup location {url}.", hint=f"Give {_ACCEPTED}.")
+            raise ConfigError("Malformed backup location: a scheme without ://.", hint=f"Give {_ACCEPTED}.")
         from chrono_ci.storage.local import LocalStorage
 
         return LocalStorage(Path(url).expanduser())
@@ -48,17 +48,19 @@ def open_storage(url: str, environ: Mapping[str, str] | None = None) -> Storage:
         artifacts = importlib.import_module("chrono_ci.storage.artifacts")
         storage: Storage = artifacts.ArtifactStorage.from_env(name, env)
         return storage
-    raise ConfigError(f"Unknown backup location scheme {scheme}:// in the URL.", hint=f"Give {_ACCEPTED}.")
+    raise ConfigError("Unknown backup location scheme (before ://) in the URL.", hint=f"Give {_ACCEPTED}.")
 
 
 def _file_url_path(url: str) -> Path:
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(
-            f"{url} names a remote host; file:// URLs can only point at this machine.",
+            "The file:// URL names a remote host; file:// URLs can only point at this machine.",
             hint="Write file:///absolute/path (three slashes), or a plain folder path.",
         )
     path = urllib.parse.unquote(parts.path)
     if not path:
-        raise ConfigError(f"{url} names no folder.", hint="Write file:///absolute/path, or a plain folder path.")
+        raise ConfigError(
+            "The file:// URL names no folder.", hint="Write file:///absolute/path, or a plain folder path."
+        )
     return Path(path)

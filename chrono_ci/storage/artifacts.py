@@ -47,7 +47,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from chrono_ci import __version__
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
-from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo
+from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -294,7 +294,7 @@ class ArtifactStorage:
             raise ConfigError("ACTIONS_RESULTS_URL is not set.", hint=_MISSING_ENV_HINT)
         parsed = urllib.parse.urlsplit(results_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ConfigError(f"ACTIONS_RESULTS_URL is not an http(s) URL: {results_url!r}.", hint=_MISSING_ENV_HINT)
+            raise ConfigError("ACTIONS_RESULTS_URL is not an http(s) URL.", hint=_MISSING_ENV_HINT)
         if not _is_supported_server(server_url):
             host = urllib.parse.urlsplit(server_url).hostname or server_url
             raise ConfigError(
@@ -371,7 +371,11 @@ class ArtifactStorage:
 
     # -- the storage protocol --------------------------------------------------------------------------------
 
-    def put(self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None, seal: Seal | None = None
+    ) -> ObjectInfo:
+        """An artifact keeps no metadata of ours (chrono-ci neither rotates nor restores from it): `seal` is
+        not used."""
         # The key names the artifact (by default) and the file inside, so the stricter name rules apply.
         _validate(key, "archive name", "Name archives without them.")
         if len(key.encode()) > _NAME_ROOM:

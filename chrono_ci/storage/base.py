@@ -7,17 +7,22 @@ unchanged. Every backend raises `ObjectNotFound` for a key that is not there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from chrono_ci.errors import ObjectNotFound
 
-__all__ = ["CHUNK_SIZE", "ObjectInfo", "ObjectNotFound", "Storage"]
+__all__ = ["CHUNK_SIZE", "ObjectInfo", "ObjectNotFound", "Seal", "Storage"]
 
 # 1 MiB reads keep Python's per-call overhead negligible next to pg_dump and the compressor.
 CHUNK_SIZE = 1 << 20
+
+
+# Metadata that depends on the stored bytes, known only once they are all read: called with their size and
+# sha256, its result is recorded along with the checksum (S3), so that the object describes itself whole.
+Seal = Callable[[int, str], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,9 @@ class Storage(Protocol):
         """Where this storage points, for people: never contains a secret."""
         ...
 
-    def put(self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None, seal: Seal | None = None
+    ) -> ObjectInfo:
         """Store everything `source.read()` yields under `key`, atomically: all of it or nothing."""
         ...
 

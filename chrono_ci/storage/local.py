@@ -1,22 +1,33 @@
-"""A folder on the local disk: temp file, fsync, rename; archives 0600, folders 0700."""
+"""A folder on the local disk: temp file, fsync, rename; archives 0600, folders 0700.
+
+Every temporary file (and reservation marker) is held by an flock for as long as its run needs it, so that the
+next run can tell what a killed run left behind (no live holder) from what a run still going is writing.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from chrono_ci.errors import ObjectNotFound, StorageError
-from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo
+from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
 
 TEMP_PREFIX = ".chrono-tmp-"
+# The folder's lock: held briefly around every change of backup_metadata.json, and around creating and locking a
+# held file (below), so that the sweep of leftovers never sees a file created but not yet locked.
+FOLDER_LOCK_NAME = ".backup_metadata.lock"
+# What runs leave in the folder while they work: archive temp files, name reservations, manifest temp files.
+LEFTOVER_PREFIXES = (TEMP_PREFIX, ".chrono-reserved-", ".backup_metadata.json.tmp-")
 
 
 def check_writable_dir(path: Path) -> None:
@@ -58,6 +69,68 @@ def ensure_private_dir(path: Path) -> None:
         ) from exc
 
 
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    try:
+        fd = os.open(folder / FOLDER_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _disk_error(exc, folder) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def create_held(path: Path) -> int:
+    """Create `path` (O_EXCL, 0600) and return its descriptor, holding an exclusive flock on it until closed.
+
+    The kernel drops the flock when the process dies, however it dies: a file of ours that nobody holds is a
+    leftover. Raises FileExistsError when the name is taken, OSError for the rest.
+    """
+    with folder_lock(path.parent):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Remove the temp files and reservation markers that killed runs left in `folder`: those no live process
+    holds. Returns their names."""
+    if not folder.is_dir():
+        return []
+    removed: list[str] = []
+    with folder_lock(folder):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(LEFTOVER_PREFIXES) and _remove_if_unheld(folder / entry.name):
+                removed.append(entry.name)
+    return sorted(removed)
+
+
+def _remove_if_unheld(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone meanwhile, or a link or something else that is not ours: left alone
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live run holds it
+        current = os.lstat(path)
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return False  # replaced since we opened it
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _check_key(key: str) -> None:
     if not key or "/" in key or "\0" in key or key in (".", "..") or key.startswith(TEMP_PREFIX):
         raise StorageError(f"Invalid object name for a local folder: {key!r}.", hint="Use a plain file name.")
@@ -89,12 +162,14 @@ class LocalStorage:
         _check_key(key)
         return self.root / key
 
-    def put(self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None, seal: Seal | None = None
+    ) -> ObjectInfo:
         target = self.path_of(key)
         ensure_private_dir(self.root)
         temp = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{key}"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = create_held(temp)
         except OSError as exc:
             raise _disk_error(exc, self.root) from exc
         digest = hashlib.sha256()
@@ -110,14 +185,17 @@ class LocalStorage:
                     os.fsync(out.fileno())
                 except OSError as exc:
                     raise _disk_error(exc, self.root) from exc
-            os.replace(temp, target)
+                # Renamed while still held: once unheld, the next run's sweep may take it for a leftover.
+                os.replace(temp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             raise
         _fsync_dir(self.root)
         # The caller's metadata cannot override the checksum: it must describe the bytes on disk.
-        return replace(self.stat(key), metadata={**(metadata or {}), "sha256": digest.hexdigest()})
+        info = self.stat(key)
+        sealed = seal(info.size, digest.hexdigest()) if seal is not None else {}
+        return replace(info, metadata={**(metadata or {}), **sealed, "sha256": digest.hexdigest()})
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -132,7 +210,8 @@ class LocalStorage:
             return []
         found = []
         for entry in os.scandir(self.root):
-            if entry.name.startswith(prefix) and not entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+            internal = entry.name.startswith(LEFTOVER_PREFIXES) or entry.name == FOLDER_LOCK_NAME
+            if entry.name.startswith(prefix) and not internal and entry.is_file():
                 found.append(self._info(entry.name, entry.stat()))
         return found
 

@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
 from chrono_ci.storage import aws_oidc
-from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo
+from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,8 +115,8 @@ class S3Config:
     read_timeout: float = 60.0
 
     def __post_init__(self) -> None:
-        _check_bucket_name(self.bucket, f"s3://{self.bucket}")
-        object.__setattr__(self, "prefix", _normalise_prefix(self.prefix, "the S3 prefix"))
+        _check_bucket_name(self.bucket)
+        object.__setattr__(self, "prefix", _normalise_prefix(self.prefix))
         object.__setattr__(self, "endpoint_url", _check_endpoint(self.endpoint_url, "endpoint_url"))
         sse = _check_sse(self.sse, self.sse_kms_key_id, "sse", "sse_kms_key_id")
         object.__setattr__(self, "sse", sse)
@@ -136,7 +136,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> ("bucket", "some/prefix"); ConfigError for anything else."""
     scheme, separator, rest = url.partition("://")
     if not separator or scheme.lower() != "s3":
-        raise ConfigError(f"{_shown_url(url)} is not an S3 URL.", hint="Write it as s3://BUCKET or s3://BUCKET/PREFIX.")
+        raise ConfigError(
+            "The S3 URL does not start with s3://.",
+            hint="Write it as s3://BUCKET or s3://BUCKET/PREFIX.",
+        )
     location, _, prefix = rest.partition("/")
     if "@" in location:
         # Whatever precedes @ may be a secret: the message must not repeat it.
@@ -146,20 +149,20 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         )
     if "?" in rest or "#" in rest:
         raise ConfigError(
-            f"The S3 URL {_shown_url(url)} has a query or fragment (? or #), which is not supported.",
+            "The S3 URL has a query or fragment (? or #), which is not supported.",
             hint="Use s3://BUCKET/PREFIX; set the endpoint, region and encryption through S3_* variables.",
         )
     if not location:
-        raise ConfigError(f"The S3 URL {url} names no bucket.", hint="Write it as s3://BUCKET/PREFIX.")
-    _check_bucket_name(location, url)
-    return location, _normalise_prefix(prefix, url)
+        raise ConfigError("The S3 URL names no bucket.", hint="Write it as s3://BUCKET/PREFIX.")
+    _check_bucket_name(location)
+    return location, _normalise_prefix(prefix)
 
 
-def _shown_url(url: str) -> str:
-    return url.split("@")[-1] if "@" in url else url
+# No message below repeats the URL or a part of it: credentials pasted into it (s3://KEY:SECRET@bucket, with a
+# / in the secret) would land in the bucket or prefix the message quotes.
 
 
-def _check_bucket_name(bucket: str, where: str) -> None:
+def _check_bucket_name(bucket: str) -> None:
     problem = ""
     if not 3 <= len(bucket) <= 63:
         problem = "it must be 3 to 63 characters long"
@@ -175,7 +178,7 @@ def _check_bucket_name(bucket: str, where: str) -> None:
         problem = "it starts or ends with a form that S3 reserves"
     if problem:
         raise ConfigError(
-            f"{bucket!r} in {_shown_url(where)} is not a valid S3 bucket name: {problem}.",
+            f"The bucket in the S3 URL is not a valid S3 bucket name: {problem}.",
             hint="Check the bucket name in the URL (s3://BUCKET/PREFIX).",
         )
 
@@ -188,11 +191,11 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
-def _normalise_prefix(prefix: str, where: str) -> str:
+def _normalise_prefix(prefix: str) -> str:
     stripped = prefix.strip("/")
     if stripped and any(part in ("", ".", "..") for part in stripped.split("/")):
         raise ConfigError(
-            f"The S3 prefix {prefix!r} in {_shown_url(where)} has an empty, '.' or '..' path segment.",
+            "The prefix in the S3 URL has an empty, '.' or '..' path segment.",
             hint="Use a plain prefix such as backups/prod.",
         )
     return stripped
@@ -204,7 +207,7 @@ def _check_endpoint(endpoint: str | None, name: str) -> str | None:
     parts = endpoint.split("://", 1)
     if len(parts) != 2 or parts[0].lower() not in ("http", "https") or not parts[1].strip("/"):
         raise ConfigError(
-            f"{name}={endpoint!r} is not an http:// or https:// URL.",
+            f"{name} is not an http:// or https:// URL.",
             hint="Give the S3 endpoint's base URL, e.g. https://ACCOUNT.r2.cloudflarestorage.com.",
         )
     return endpoint.rstrip("/")
@@ -328,18 +331,22 @@ class S3Storage:
 
     # ------------------------------------------------------------------------------------------- protocol
 
-    def put(self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None, seal: Seal | None = None
+    ) -> ObjectInfo:
         full_key = self._full_key(key)
         user_metadata = _user_metadata(metadata)
         digest = hashlib.sha256()
         first, at_end = _read_part(source, digest, self.config.part_size, None)
         if at_end:
-            return self._put_single(key, full_key, first, digest.hexdigest(), user_metadata)
+            sha256 = digest.hexdigest()
+            sealed = _user_metadata({**user_metadata, **(seal(len(first), sha256) if seal else {})})
+            return self._put_single(key, full_key, first, sha256, sealed)
         # Handed over in a list that the callee empties: a reference kept in this frame would pin the first
         # part in memory until the whole upload ends, a third buffer.
         handover = [first]
         del first
-        return self._put_multipart(key, full_key, source, handover, digest, user_metadata)
+        return self._put_multipart(key, full_key, source, handover, digest, user_metadata, seal)
 
     def open(self, key: str) -> BinaryIO:
         full_key = self._full_key(key)
@@ -393,26 +400,33 @@ class S3Storage:
         """Abort one unfinished upload (one a previous run recorded); a missing upload is not an error."""
         self._abort_upload(_Upload(key, self._full_key(key), upload_id), quiet=False)
 
-    def abort_stale_uploads(self, older_than: timedelta = timedelta(days=1)) -> builtins.list[str]:
+    def abort_stale_uploads(
+        self,
+        older_than: timedelta = timedelta(days=1),
+        *,
+        named: Callable[[str], bool] | None = None,
+        now: datetime | None = None,
+    ) -> builtins.list[str]:
         """Abort unfinished multipart uploads under our prefix; return their keys.
 
         First those this process failed to abort, whatever their age; then any under the prefix started more
-        than `older_than` ago (a run that was killed). The age keeps a concurrent run's upload safe. Parts of
-        an unfinished upload are billed until aborted, and no listing of objects shows them.
+        than `older_than` before `now` (a run that was killed) and, with `named`, whose key (after the prefix)
+        it accepts. The age keeps a concurrent run's upload safe. Parts of an unfinished upload are billed until
+        aborted, and no listing of objects shows them.
         """
         aborted: builtins.list[str] = []
         for upload_id, upload in list(self._unaborted.items()):
             self._abort_upload(upload, quiet=False)
             self._unaborted.pop(upload_id, None)
             aborted.append(upload.key)
-        cutoff = datetime.now(UTC) - older_than
+        cutoff = (now or datetime.now(UTC)) - older_than
         paginator = self.client.get_paginator("list_multipart_uploads")
         stale: builtins.list[_Upload] = []
         with self._errors("list unfinished uploads in", None):
             for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self._key_prefix):
                 for entry in page.get("Uploads", []):
-                    if entry["Initiated"] <= cutoff:
-                        key = entry["Key"][len(self._key_prefix) :]
+                    key = entry["Key"][len(self._key_prefix) :]
+                    if entry["Initiated"] <= cutoff and (named is None or named(key)):
                         stale.append(_Upload(key, entry["Key"], entry["UploadId"]))
         for upload in stale:
             self._abort_upload(upload, quiet=False)
@@ -444,6 +458,7 @@ class S3Storage:
         handover: builtins.list[bytearray],
         digest: hashlib._Hash,
         metadata: dict[str, str],
+        seal: Seal | None,
     ) -> ObjectInfo:
         # The storage class is left to the copy below: CopyObject cannot read an archived class (GLACIER,
         # DEEP_ARCHIVE), so the parts go up in the default class and the copy moves the object.
@@ -488,13 +503,18 @@ class S3Storage:
         finally:
             executor.shutdown(wait=True)
         sha256 = digest.hexdigest()
+        try:
+            sealed = _user_metadata({**metadata, **(seal(size, sha256) if seal else {})})
+        except BaseException:
+            self._discard(full_key, completed.get("VersionId"))
+            raise
         version_id = self._store_checksum(
             key,
             full_key,
             size,
             completed["ETag"],
             completed.get("VersionId"),
-            {**metadata, "sha256": sha256},
+            {**sealed, "sha256": sha256},
         )
         return self._verify(key, full_key, size, sha256, version_id)
 
