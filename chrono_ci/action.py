@@ -93,12 +93,21 @@ INPUTS: dict[str, Input] = {
         Input("file", kind="text"),
         Input("dry-run", kind="bool"),
         Input("confirm", kind="bool"),
+        Input("allow-unlisted", kind="bool"),
+        Input("terminate-sessions", kind="bool"),
     )
 }
 
 # What an empty input means for the inputs the Action reads itself (the others fall back to their environment
 # variable, then to chrono-ci's own default, so that a workflow's `env: DATABASE_URL: ...` keeps working).
-ACTION_DEFAULTS = {"command": "backup", "databases": "all", "dry-run": "false", "confirm": "false"}
+ACTION_DEFAULTS = {
+    "command": "backup",
+    "databases": "all",
+    "dry-run": "false",
+    "confirm": "false",
+    "allow-unlisted": "false",
+    "terminate-sessions": "false",
+}
 
 # The runner accepts these for every container action (ActionRunner.cs); they are not ours to reject.
 RUNNER_INPUTS = frozenset({"args", "entrypoint"})
@@ -427,15 +436,19 @@ def make_plan(inputs: Inputs, environ: Mapping[str, str]) -> Plan:
             f"Input s3-url: {checked['s3-url']!r} is not an s3:// URL.",
             hint="Use s3://BUCKET or s3://BUCKET/PREFIX; an S3-compatible server goes in s3-endpoint-url.",
         )
-    restore_only = [name for name in ("dry-run", "confirm") if checked[name] == "true"]
+    restore_only = [name for name in ("dry-run", "confirm", "terminate-sessions") if checked[name] == "true"]
     if command != "restore" and restore_only:
         plan.notes.append(f"{' and '.join(restore_only)} only apply to command: restore; ignored.")
+    if command not in ("verify", "restore") and checked["allow-unlisted"] == "true":
+        plan.notes.append("allow-unlisted only applies to command: verify or restore; ignored.")
     if command == "backup":
         plan.runs.append(["backup", _backup_kind(checked["databases"], env)])
         if checked["file"]:
             plan.notes.append("file only applies to command: verify or restore; ignored.")
     elif command == "verify":
         plan.runs += _verify_runs(checked["file"], env.get("BACKUP_VERIFY", "check"), backup_dir)
+        if checked["allow-unlisted"] == "true":
+            plan.runs = [[*run, "--allow-unlisted"] if run[:2] == ["recovery", "test"] else run for run in plan.runs]
     elif command == "restore":
         if not checked["file"]:
             raise ConfigError(
@@ -451,6 +464,8 @@ def make_plan(inputs: Inputs, environ: Mapping[str, str]) -> Plan:
         args = ["recovery", "restore", checked["file"]]
         args += ["--dry-run"] if checked["dry-run"] == "true" else []
         args += ["--yes"] if checked["confirm"] == "true" else []
+        args += ["--allow-unlisted"] if checked["allow-unlisted"] == "true" else []
+        args += ["--terminate-sessions"] if checked["terminate-sessions"] == "true" else []
         plan.runs.append(args)
     else:
         plan.runs.append(["recovery", "list"])

@@ -421,6 +421,33 @@ def test_list_then_restore_dry_run_then_restore_elsewhere(
     assert done.outputs["postgres-file"] == name and done.outputs["postgres-path"] == f"backups/{name}"
 
 
+def test_an_archive_downloaded_in_another_job_needs_allow_unlisted(
+    run_action: Callable[..., ActionRun],
+    sample_url: str,
+    pg18: PgServer,
+    make_database: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """A later job restores the artifact it downloaded: no backup_metadata.json vouches for it there."""
+    made = run_action({"database-url": sample_url})
+    name = made.outputs["postgres-file"]
+    workspace = git_workspace(tmp_path / "restore_job")
+    (workspace / "downloaded").mkdir()
+    shutil.copy(made.workspace / made.outputs["postgres-path"], workspace / "downloaded" / name)
+    target = make_database(pg18, "CREATE TABLE stale (x int)")
+    inputs = {"command": "restore", "file": f"downloaded/{name}", "confirm": "true", "restore-target-url": target}
+    refused = run_action(inputs, workspace=workspace)
+    assert refused.code == 10, refused.log
+    assert pg18.execute("SELECT to_regclass('public.stale') IS NOT NULL", database=target.rsplit("/", 1)[1]) == [
+        (True,)
+    ]
+    done = run_action({**inputs, "allow-unlisted": "true", "terminate-sessions": "true"}, workspace=workspace)
+    assert done.code == 0, done.log
+    assert pg18.execute("SELECT count(*) FROM app.orders", database=target.rsplit("/", 1)[1]) == [(3000,)]
+    ignored = run_action({"command": "list", "allow-unlisted": "true"}, workspace=workspace)
+    assert "allow-unlisted only applies to command: verify or restore; ignored." in ignored.log
+
+
 # --- failures -------------------------------------------------------------------------------------------------------
 
 
