@@ -38,9 +38,9 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from chrono_ci.embedded import EmbeddedServer
-from chrono_ci.postgres import DatabaseTarget, PgTools, choose_pg_tools, connect, parse_database_url, probe_server
-from chrono_ci.settings import OPTIONS
+from chrono_ci.config.settings import OPTIONS
+from chrono_ci.source.embedded import EmbeddedServer
+from chrono_ci.source.target import DatabaseTarget, PgTools, choose_pg_tools, connect, parse_database_url, probe_server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -1213,10 +1213,10 @@ def _empty_prefix(client: S3Client, bucket: str, prefix: str) -> None:
 
 # What the interpreter costs before any data flows: chrono-ci's modules, then the same plus one S3 client
 # (boto3 and botocore's service model), made the way chrono-ci makes it. No request is sent.
-IMPORTS_ONLY = "import chrono_ci.cli, chrono_ci.backup"
+IMPORTS_ONLY = "import chrono_ci.cli.app, chrono_ci.jobs.backup"
 IMPORTS_AND_S3_CLIENT = (
-    "import chrono_ci.cli, chrono_ci.backup\n"
-    "from chrono_ci.storage.s3 import S3Storage\n"
+    "import chrono_ci.cli.app, chrono_ci.jobs.backup\n"
+    "from chrono_ci.storage.s3.store import S3Storage\n"
     "S3Storage.from_env('s3://chrono-bench/p', {'AWS_ACCESS_KEY_ID': 'a', 'AWS_SECRET_ACCESS_KEY': 'b', "
     "'S3_ENDPOINT_URL': 'http://127.0.0.1:9', 'S3_REGION': 'us-east-1'})"
 )
@@ -1247,9 +1247,9 @@ S3_PHASES = {
     "SeaweedFS",
 )
 def s3_scenario(ctx: Context) -> ScenarioResult:
+    from chrono_ci.pipeline.fanout import QUEUE_CHUNKS
     from chrono_ci.storage.base import CHUNK_SIZE
-    from chrono_ci.storage.s3 import DEFAULT_PART_SIZE
-    from chrono_ci.upload import QUEUE_CHUNKS
+    from chrono_ci.storage.s3.store import DEFAULT_PART_SIZE
 
     db = ctx.database(ctx.args.scale)
     env = db.target.libpq_env()
@@ -1405,7 +1405,7 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
     local_peak = summary["local"]["peak_rss_mib"]
     lines += [
         "",
-        "buffers in play (chrono_ci/storage/s3.py, chrono_ci/upload.py):",
+        "buffers in play (chrono_ci/storage/s3/store.py, chrono_ci/pipeline/fanout.py):",
         f"  S3 only: the stream feeds the multipart upload directly: one part being filled (a {part:.0f} MiB + "
         f"{chunk:.0f} MiB bytearray) while the previous {part:.0f} MiB part is on the wire = 2 part buffers, "
         f"about {2 * part + chunk:.0f} MiB",

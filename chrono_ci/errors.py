@@ -88,7 +88,7 @@ class Untrusted(ChronoError):
 class AgeError(ChronoError):
     """An age file that cannot be read: damage exits VERIFY, a key that does not fit exits CONFIG.
 
-    Defined here, not in chrono_ci.age, so that code which only handles it need not load the cryptography
+    Defined here, not in chrono_ci.crypto.age, so that code which only handles it need not load the cryptography
     library (several MB of memory in every run).
     """
 

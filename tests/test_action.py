@@ -27,8 +27,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from chrono_ci import action
-from chrono_ci.embedded import free_port
+from chrono_ci.action import main as action
+from chrono_ci.source.embedded import free_port
 from tests.fixtures.postgres import TEST_PASSWORD, PgServer
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
 
@@ -719,9 +719,9 @@ def _docs() -> str:
 
 def test_every_input_and_output_is_declared_handled_and_documented(action_yml: dict[str, Any]) -> None:
     inputs, outputs = action_yml["inputs"], action_yml["outputs"]
-    assert list(inputs) == list(action.INPUTS), "action.yml inputs and chrono_ci/action.py INPUTS differ"
-    assert list(outputs) == list(action.OUTPUTS), "action.yml outputs and chrono_ci/action.py OUTPUTS differ"
-    source = (ROOT / "chrono_ci" / "action.py").read_text()
+    assert list(inputs) == list(action.INPUTS), "action.yml inputs and chrono_ci/action/main.py INPUTS differ"
+    assert list(outputs) == list(action.OUTPUTS), "action.yml outputs and chrono_ci/action/main.py OUTPUTS differ"
+    source = "".join(path.read_text() for path in sorted((ROOT / "chrono_ci" / "action").glob("*.py")))
     docs = _docs()
     for name, spec in inputs.items():
         assert spec.get("description"), f"input {name} has no description"
@@ -733,7 +733,7 @@ def test_every_input_and_output_is_declared_handled_and_documented(action_yml: d
             assert f"[{handler.env}]" in spec["description"], f"input {name}: say which variable it sets"
         else:
             assert str(spec.get("default", "")) == action.ACTION_DEFAULTS.get(name, ""), name
-            assert source.count(f'"{name}"') >= 2, f"input {name} is declared but never read in action.py"
+            assert source.count(f'"{name}"') >= 2, f"input {name} is declared but never read in chrono_ci/action/"
     for name, spec in outputs.items():
         assert spec.get("description"), f"output {name} has no description"
         assert f"`{name}`" in docs, f"output {name} is not documented in README.md"

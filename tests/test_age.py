@@ -17,7 +17,7 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from chrono_ci.age import (
+from chrono_ci.crypto.age import (
     CHUNK_SIZE,
     SEALED_CHUNK_SIZE,
     AgeError,
@@ -34,7 +34,7 @@ from chrono_ci.age import (
     parse_recipients,
 )
 from chrono_ci.errors import ConfigError, ExitCode
-from chrono_ci.pipeline import Compressor, make_compressor
+from chrono_ci.pipeline.stream import Compressor, make_compressor
 
 KiB = 1024
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE, 3_000_000]

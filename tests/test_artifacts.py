@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
-from chrono_ci.storage.artifacts import (
+from chrono_ci.storage.artifacts.store import (
     FORBIDDEN_NAME_CHARACTERS,
     ArtifactStorage,
     default_artifact_name,
@@ -749,7 +749,7 @@ def test_upload_memory_stays_bounded(github_artifact_service: FakeArtifactServic
     script = textwrap.dedent(
         """
         import io, json, os, sys
-        from chrono_ci.storage.artifacts import ArtifactStorage
+        from chrono_ci.storage.artifacts.store import ArtifactStorage
 
         def peak_kib():
             with open("/proc/self/status") as status:

@@ -22,10 +22,10 @@ import psycopg
 import pytest
 import zstandard
 
-from chrono_ci.backup import run_backup
-from chrono_ci.embedded import EmbeddedServer, embedded_bin_dir, free_port
-from chrono_ci.report import Reporter
-from chrono_ci.settings import resolve_settings
+from chrono_ci.config.settings import resolve_settings
+from chrono_ci.jobs.backup import run_backup
+from chrono_ci.report.console import Reporter
+from chrono_ci.source.embedded import EmbeddedServer, embedded_bin_dir, free_port
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
 
@@ -495,8 +495,8 @@ def test_backup_test_with_nothing_to_test(run_cli: Run, tmp_path: Path) -> None:
 
 
 def test_password_never_reaches_pg_dump_argv(pg18: PgServer, sample_url: str, tmp_path: Path) -> None:
-    from chrono_ci.dump import DumpProcess
-    from chrono_ci.postgres import choose_pg_tools, parse_database_url, probe_server
+    from chrono_ci.dump.pg_dump import DumpProcess
+    from chrono_ci.source.target import choose_pg_tools, parse_database_url, probe_server
 
     target = parse_database_url(sample_url)
     dump = DumpProcess(choose_pg_tools(probe_server(target)), target)

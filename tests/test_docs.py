@@ -8,7 +8,7 @@ fails this test until README.md's troubleshooting tables have a row for it:
   module's last-resort handler prints it on stderr; in the Action it is a workflow annotation) and the Action's
   "input ignored" notes;
 - every failure line: `reporter.fail(...)`, a failed `Check(name, False, detail)`, a status `Problem(...)`, a
-  restore-verification summary (chrono_ci/scratch.py), a restore's `problems.append(...)` and the Action's
+  restore-verification summary (chrono_ci/verify/scratch.py), a restore's `problems.append(...)` and the Action's
   `log.error(...)` annotations.
 
 A message is documented when a `code span` in the message cell of a troubleshooting table (first header cell
@@ -16,7 +16,7 @@ A message is documented when a `code span` in the message cell of a troubleshoot
 whole words, at least QUOTED characters) that no other message shares; a message without one must have all its
 literal runs, in order, in one span. A row for an error must also give its exit code ("Exit N"). Messages that
 need no row are in ALLOWED, each with its reason. The README must also name every command of `chrono-ci --help`
-and every environment variable of chrono_ci/settings.py's OPTIONS.
+and every environment variable of chrono_ci/config/settings.py's OPTIONS.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from chrono_ci.cli import app
+from chrono_ci.cli.app import app
+from chrono_ci.config.settings import OPTIONS
 from chrono_ci.errors import ExitCode
-from chrono_ci.settings import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chrono_ci"
@@ -48,16 +48,17 @@ _PRINTF = re.compile(r"%[-+ #0-9.]*[sdrifx]")  # logging's lazy placeholders
 # A stale entry fails test_the_allow_list_names_only_existing_messages, so the list cannot rot.
 ALLOWED: dict[str, str] = {
     # --- internal: no setting, input or command can make chrono-ci print these ---
-    "chrono_ci/cli.py: unexpected {}": "the body of the heartbeat's failure ping for a bug; the bug itself is "
+    "chrono_ci/cli/app.py: unexpected {}": "the body of the heartbeat's failure ping for a bug; the bug itself is "
     "re-raised (exit 1, traceback with --debug)",
-    "chrono_ci/age.py: Encrypting needs either age recipients or a passphrase, and not both.": "API guard: "
+    "chrono_ci/crypto/age.py: Encrypting needs either age recipients or a passphrase, and not both.": "API guard: "
     "settings refuses both first (`... are both set.`) and encrypts only when one is set",
-    "chrono_ci/age.py: Decrypting needs age identities or a passphrase.": "API guard: settings refuses first "
+    "chrono_ci/crypto/age.py: Decrypting needs age identities or a passphrase.": "API guard: settings refuses first "
     "(`The archive is encrypted (.age) and no key to decrypt it was given.`)",
-    "chrono_ci/age.py: The scrypt work factor must be from 1 to {}.": "API guard: the work factor is not a setting",
-    "chrono_ci/retention.py: {} must be a whole number, got {}": "RetentionPolicy guard: settings parses every "
+    "chrono_ci/crypto/age.py: The scrypt work factor must be from 1 to {}.": "API guard: the work factor is not a "
+    "setting",
+    "chrono_ci/retention/policy.py: {} must be a whole number, got {}": "RetentionPolicy guard: settings parses every "
     "count first (`is not a positive whole number`, `is not a whole number of 0 or more`)",
-    "chrono_ci/retention.py: {} must be at least {}, got {}": "RetentionPolicy guard, as above",
+    "chrono_ci/retention/policy.py: {} must be at least {}, got {}": "RetentionPolicy guard, as above",
     "chrono_ci/storage/__init__.py: No backup location was given.": "open_storage() is only called with a validated "
     "S3_URL; folders, file:// and artifact:// locations there are library API",
     "chrono_ci/storage/__init__.py: Malformed backup location: a scheme without ://.": "as above",
@@ -65,37 +66,38 @@ ALLOWED: dict[str, str] = {
     "chrono_ci/storage/__init__.py: The file:// URL names a remote host; file:// URLs can only point at this "
     "machine.": "as above",
     "chrono_ci/storage/__init__.py: The file:// URL names no folder.": "as above",
-    "chrono_ci/storage/artifacts.py: Artifact retention must be at least 1 day, not {}.": "API guard: from_env "
+    "chrono_ci/storage/artifacts/store.py: Artifact retention must be at least 1 day, not {}.": "API guard: from_env "
     "passes only values _days() accepted (`ARTIFACT_RETENTION_DAYS must be at least 1, not 0.` is documented)",
-    "chrono_ci/storage/artifacts.py: The artifact block size must be between 1 byte and 4000 MiB, not {}.": "API "
+    "chrono_ci/storage/artifacts/store.py: The artifact block size must be between 1 byte and 4000 MiB, not {}.": "API "
     "guard: the block size is not a setting",
     "chrono_ci/storage/local.py: Invalid object name for a local folder: {}.": "API guard: local object names are "
     "archive names chrono-ci made",
-    "chrono_ci/storage/s3.py: {} in {} is protected by {} and cannot be deleted yet.": "ObjectLocked is caught: "
+    "chrono_ci/storage/s3/store.py: {} in {} is protected by {} and cannot be deleted yet.": "ObjectLocked is caught: "
     "remote retention keeps the archive ('protected by object lock'), and removing a failed archive ignores it",
-    "chrono_ci/storage/s3.py: S3 part_size={} is outside what S3 accepts.": "API guard: S3Config.from_env leaves "
+    "chrono_ci/storage/s3/store.py: S3 part_size={} is outside what S3 accepts.": "API guard: S3Config.from_env leaves "
     "the part size, attempts and timeouts at their defaults",
-    "chrono_ci/storage/s3.py: S3 max_attempts={} must be at least 1.": "as above",
-    "chrono_ci/storage/s3.py: S3 connect_timeout and read_timeout must be positive numbers of seconds.": "as above",
-    "chrono_ci/sqlrestore.py: line {}: the server did not start taking COPY data.": "protocol guard: the server "
+    "chrono_ci/storage/s3/store.py: S3 max_attempts={} must be at least 1.": "as above",
+    "chrono_ci/storage/s3/store.py: S3 connect_timeout and read_timeout must be positive numbers of seconds.": "as "
+    "above",
+    "chrono_ci/restore/replay.py: line {}: the server did not start taking COPY data.": "protocol guard: the server "
     "answers a `COPY ... FROM stdin` it accepted with CopyInResponse; anything else was an error, reported as such",
     # --- pass-throughs: no text of their own; what they print is a message documented where it is made ---
-    "chrono_ci/verify.py: {}": "Check('decryption' / 'decompression', False, exc.message): an AgeError or "
+    "chrono_ci/verify/integrity.py: {}": "Check('decryption' / 'decompression', False, exc.message): an AgeError or "
     "VerificationFailed message",
-    "chrono_ci/cli.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`) and printed checks "
+    "chrono_ci/cli/app.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`) and printed checks "
     "(`NAME: DETAIL`)",
-    "chrono_ci/restore.py: {}": "each of plan.problems, collected from `problems.append(...)`",
-    "chrono_ci/cli.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
-    "chrono_ci/safefile.py, documented where it is raised",
-    "chrono_ci/settings.py: {}: {}": "`S3_URL: ` + a parse_s3_url() message",
-    "chrono_ci/action.py: {}": "the Action's annotations of a note, or of a run's error message",
-    "chrono_ci/action.py: {}: {}": "the Action's annotation of a `backup all` failure: `KIND: MESSAGE`",
+    "chrono_ci/restore/run.py: {}": "each of plan.problems, collected from `problems.append(...)`",
+    "chrono_ci/cli/app.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
+    "chrono_ci/archive/safefile.py, documented where it is raised",
+    "chrono_ci/config/settings.py: {}: {}": "`S3_URL: ` + a parse_s3_url() message",
+    "chrono_ci/action/main.py: {}": "the Action's annotations of a note, or of a run's error message",
+    "chrono_ci/action/main.py: {}: {}": "the Action's annotation of a `backup all` failure: `KIND: MESSAGE`",
 }
 
 
 @dataclass(frozen=True)
 class Message:
-    path: str  # relative to the repository, e.g. chrono_ci/settings.py
+    path: str  # relative to the repository, e.g. chrono_ci/config/settings.py
     line: int
     kind: str  # what prints it: an exception class, "warning" or "failure"
     parts: tuple[str | None, ...]  # the literal text, None for each placeholder
@@ -286,7 +288,7 @@ def collect_messages() -> list[Message]:
                 add(node, name, _argument(node, errors[name][0], "message"))
             elif name in ("warn", "_warn", "warning"):
                 add(node, "warning", _argument(node, 0, "message"), printf=len(node.args) > 1)
-            elif name == "fail" or (name == "error" and path.endswith("action.py")):
+            elif name == "fail" or (name == "error" and path.startswith("chrono_ci/action/")):
                 add(node, "failure", _argument(node, 0, "message"))
             elif name == "Check":
                 ok = _argument(node, 1, "ok")

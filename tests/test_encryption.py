@@ -12,7 +12,7 @@ import pyrage
 import pytest
 import zstandard
 
-from chrono_ci.age import generate_identity
+from chrono_ci.crypto.age import generate_identity
 from tests.fixtures.postgres import CliResult, PgServer
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL

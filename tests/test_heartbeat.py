@@ -21,10 +21,10 @@ from urllib.parse import quote
 import pytest
 
 import chrono_ci
-import chrono_ci.heartbeat as heartbeat
+import chrono_ci.jobs.heartbeat as heartbeat
 from chrono_ci import __version__
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode
-from chrono_ci.heartbeat import MAX_BODY_BYTES, backup_body, encode_body, heartbeat_config, send_heartbeat
+from chrono_ci.jobs.heartbeat import MAX_BODY_BYTES, backup_body, encode_body, heartbeat_config, send_heartbeat
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 
 Run = Callable[..., CliResult]

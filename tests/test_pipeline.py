@@ -9,11 +9,11 @@ import zlib
 import pytest
 import zstandard
 
-from chrono_ci.dumprules import SKIP, DumpReader, Verdict
+from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ConfigError, VerificationFailed
-from chrono_ci.pipeline import make_compressor, read_archive
-from chrono_ci.postgres import parse_database_url
-from chrono_ci.settings import resolve_settings
+from chrono_ci.pipeline.dumprules import SKIP, DumpReader, Verdict
+from chrono_ci.pipeline.stream import make_compressor, read_archive
+from chrono_ci.source.target import parse_database_url
 
 DUMP = (
     b"--\n-- PostgreSQL database dump\n--\n\\restrict abc123\nSET transaction_timeout = 0;\nSET x = 1;\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chrono_ci.embedded import embedded_bin_dir
+from chrono_ci.source.embedded import embedded_bin_dir
 from tests.fixtures.postgres import CliResult, PgServer
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
 
@@ -78,7 +78,7 @@ def schema_dump(url: str) -> str:
 
 
 def _libpq_env(url: str) -> dict[str, str]:
-    from chrono_ci.postgres import parse_database_url
+    from chrono_ci.source.target import parse_database_url
 
     return parse_database_url(url).libpq_env()
 

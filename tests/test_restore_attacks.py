@@ -24,13 +24,13 @@ import psycopg
 import pytest
 import zstandard
 
-from chrono_ci.archive import Manifest
-from chrono_ci.dumprules import DumpReader
-from chrono_ci.embedded import EmbeddedServer
+from chrono_ci.archive.names import Manifest
 from chrono_ci.errors import VerificationFailed
-from chrono_ci.postgres import DatabaseTarget, parse_database_url, probe_server
-from chrono_ci.restore import drop_schemas_sql, user_schemas
-from chrono_ci.sqlrestore import ArchiveRefused, Expected, replay_archive
+from chrono_ci.pipeline.dumprules import DumpReader
+from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
+from chrono_ci.restore.run import drop_schemas_sql, user_schemas
+from chrono_ci.source.embedded import EmbeddedServer
+from chrono_ci.source.target import DatabaseTarget, parse_database_url, probe_server
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.sample import SAMPLE_SQL
 from tests.test_backup import assert_error, tmpfs

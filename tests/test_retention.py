@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from chrono_ci.errors import ConfigError, ExitCode
-from chrono_ci.retention import ArchiveRef, Decision, RetentionPlan, RetentionPolicy, plan_retention
+from chrono_ci.retention.policy import ArchiveRef, Decision, RetentionPlan, RetentionPolicy, plan_retention
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday, ISO week 2026-W48
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from chrono_ci.embedded import free_port
+from chrono_ci.source.embedded import free_port
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.sample import SAMPLE_SQL

@@ -9,8 +9,17 @@ import random
 
 import pytest
 
-from chrono_ci.dumprules import COPY, RUN, SKIP, DumpReader, Verdict
-from chrono_ci.sqlscan import Anomaly, CopyData, CopyEnd, Event, MetaCommand, SqlScanner, Statement, split_statements
+from chrono_ci.pipeline.dumprules import COPY, RUN, SKIP, DumpReader, Verdict
+from chrono_ci.pipeline.sqlscan import (
+    Anomaly,
+    CopyData,
+    CopyEnd,
+    Event,
+    MetaCommand,
+    SqlScanner,
+    Statement,
+    split_statements,
+)
 
 
 def scan(data: bytes, pieces: list[int] | None = None, seed: int = 0) -> list[tuple[object, ...]]:

@@ -22,10 +22,10 @@ from urllib.parse import quote
 
 import pytest
 
-from chrono_ci.archive import ArchiveName, archive_name
+from chrono_ci.archive.names import ArchiveName, archive_name
 from chrono_ci.errors import ConfigError
-from chrono_ci.status import Copy, StatusArchive, build_status, format_duration, from_folder, parse_duration
-from chrono_ci.storage.s3 import S3Config, S3Storage
+from chrono_ci.jobs.status import Copy, StatusArchive, build_status, format_duration, from_folder, parse_duration
+from chrono_ci.storage.s3.store import S3Config, S3Storage
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.fixtures.seaweedfs import SeaweedFS
 

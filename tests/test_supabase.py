@@ -21,10 +21,10 @@ from urllib.parse import quote, unquote, urlsplit
 import psycopg
 import pytest
 
-from chrono_ci import supabase
-from chrono_ci.embedded import embedded_bin_dir
+from chrono_ci.dump import supabase_dump as supabase
 from chrono_ci.errors import ConfigError
-from chrono_ci.postgres import parse_database_url
+from chrono_ci.source.embedded import embedded_bin_dir
+from chrono_ci.source.target import parse_database_url
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 
 Run = Callable[..., CliResult]

@@ -39,13 +39,13 @@ def open_storage(url: str, environ: Mapping[str, str] | None = None) -> Storage:
 
         return LocalStorage(_file_url_path(url))
     if scheme == "s3":
-        from chrono_ci.storage.s3 import S3Storage
+        from chrono_ci.storage.s3.store import S3Storage
 
         return S3Storage.from_env(url, env)
     if scheme == "artifact":
         name = rest.strip("/") or None
         # Imported by name: the artifact backend pulls in an HTTP stack that local and S3 runs never need.
-        artifacts = importlib.import_module("chrono_ci.storage.artifacts")
+        artifacts = importlib.import_module("chrono_ci.storage.artifacts.store")
         storage: Storage = artifacts.ArtifactStorage.from_env(name, env)
         return storage
     raise ConfigError("Unknown backup location scheme (before ://) in the URL.", hint=f"Give {_ACCEPTED}.")

@@ -1,0 +1,1 @@
+"""Action mode: chrono-ci as a GitHub Docker container action."""

@@ -1,0 +1,407 @@
+"""Settings, resolved once: command-line option > environment > default, each validated with an error that
+names the setting and the bad value.
+
+Every setting is declared once below, with its environment name, its option and whether it is secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from chrono_ci.archive.signing import SIGNING_KEY_ENV, SigningKey, signing_key_from
+from chrono_ci.errors import ConfigError
+from chrono_ci.retention.policy import RetentionPolicy
+from chrono_ci.source.target import DatabaseTarget, parse_database_url
+
+Compression = Literal["zstd", "gzip", "none"]
+VerifyLevel = Literal["check", "restore"]
+COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
+VERIFY_LEVELS: tuple[VerifyLevel, ...] = ("check", "restore")
+UPLOAD_TARGETS = ("s3", "artifact")
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(raw: str, label: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{label}={raw!r} is not a boolean.",
+        hint=f"Use one of: {', '.join(sorted(TRUE_WORDS | FALSE_WORDS))}.",
+    )
+
+
+def parse_positive_int(raw: str, label: str) -> int:
+    text = raw.strip()
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = None
+    if value is None or value < 1 or not text.lstrip("+").isdigit():
+        raise ConfigError(
+            f"{label}={raw!r} is not a positive whole number.",
+            hint=f"Set {label} to a whole number of 1 or more, for example {label}=30.",
+        )
+    return value
+
+
+def parse_choice(raw: str, label: str, choices: tuple[str, ...]) -> str:
+    word = raw.strip().lower()
+    if word not in choices:
+        raise ConfigError(f"{label}={raw!r} is not one of {', '.join(choices)}.", hint=f"Set {label} to one of those.")
+    return word
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it comes from and whether its value is a secret."""
+
+    name: str
+    env: str
+    flag: str
+    secret: bool = False
+
+
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option("database_url", "DATABASE_URL", "--database-url", secret=True),
+        Option("supabase_db_url", "SUPABASE_DB_URL", "--supabase-db-url", secret=True),
+        Option("backup_dir", "BACKUP_DIR", "--backup-dir"),
+        Option("max_backups", "MAX_BACKUPS", "--max-backups"),
+        Option("compress_backups", "COMPRESS_BACKUPS", "--compress/--no-compress"),
+        Option("compression", "BACKUP_COMPRESSION", "--compression"),
+        Option("compression_level", "BACKUP_COMPRESSION_LEVEL", "--compression-level"),
+        Option("verify", "BACKUP_VERIFY", "--verify"),
+        Option("scratch_url", "SCRATCH_DATABASE_URL", "--scratch-url", secret=True),
+        Option("target_url", "RESTORE_TARGET_URL", "--target-url", secret=True),
+        Option("pg_bin_dir", "PG_BIN_DIR", "--pg-bin-dir"),
+        Option("upload", "BACKUP_UPLOAD", "--upload"),
+        Option("s3_url", "S3_URL", "--s3-url"),
+        Option("keep_local", "KEEP_LOCAL", "--keep-local"),
+        Option("artifact_name", "ARTIFACT_NAME", "--artifact-name"),
+        Option("retention_days", "RETENTION_DAYS", "--retention-days"),
+        Option("keep_daily", "KEEP_DAILY", "--keep-daily"),
+        Option("keep_weekly", "KEEP_WEEKLY", "--keep-weekly"),
+        Option("keep_monthly", "KEEP_MONTHLY", "--keep-monthly"),
+        Option("encryption_recipients", "BACKUP_ENCRYPTION_RECIPIENTS", "--encryption-recipients"),
+        Option("encryption_passphrase", "BACKUP_ENCRYPTION_PASSPHRASE", "--encryption-passphrase", secret=True),
+        Option("encryption_identity", "BACKUP_ENCRYPTION_IDENTITY", "--encryption-identity", secret=True),
+        Option("signing_key", "BACKUP_SIGNING_KEY", "--signing-key", secret=True),
+    )
+}
+
+DEFAULT_LEVELS: dict[Compression, int] = {"zstd": 1, "gzip": 6, "none": 0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseTarget | None
+    supabase: DatabaseTarget | None
+    backup_dir: Path
+    max_backups: int
+    compression: Compression
+    compression_level: int
+    verify: VerifyLevel
+    scratch: DatabaseTarget | None
+    restore_target: DatabaseTarget | None
+    pg_bin_dir: Path | None
+    uploads: tuple[str, ...] = ()  # remote targets, in order: "s3", "artifact"
+    s3_url: str | None = None
+    keep_local: bool = True
+    artifact_name: str | None = None
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    encryption: Encryption = field(default_factory=lambda: Encryption())
+    # BACKUP_SIGNING_KEY: records are signed, and only signed records are trusted (restore, retention, status).
+    signing_key: SigningKey | None = None
+    # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, for masking."""
+        found: list[str] = []
+        for target in (self.database, self.supabase, self.scratch, self.restore_target):
+            if target is not None:
+                found.extend(target.secrets())
+        found.extend(self.encryption.secrets())
+        if self.signing_key is not None:
+            found.extend(self.signing_key.secrets())
+        return found
+
+
+def _pick(name: str, cli: Mapping[str, str | None], environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The raw value and the label to blame in an error ('--max-backups' or 'MAX_BACKUPS')."""
+    option = OPTIONS[name]
+    flag = option.flag.split("/")[0]
+    if cli.get(name) is not None:
+        return cli[name], flag
+    value = environ.get(option.env)
+    if value is not None and value.strip() != "":
+        return value, option.env
+    return None, option.env
+
+
+def _url(name: str, cli: Mapping[str, str | None], environ: Mapping[str, str]) -> DatabaseTarget | None:
+    raw, label = _pick(name, cli, environ)
+    if raw is None:
+        return None
+    target = parse_database_url(raw, label)
+    if label.startswith("--") and target.password:
+        # argv is readable by every user of the machine (ps, /proc): passwords never travel there.
+        raise ConfigError(
+            f"{label} carries a password; passwords are not accepted on the command line.",
+            hint=f"Put the URL in the {OPTIONS[name].env} environment variable instead, or leave the password "
+            "out of the URL and set PGPASSWORD or use a ~/.pgpass file.",
+        )
+    return target
+
+
+def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the Settings in force; raises ConfigError before anything runs."""
+    cli = cli or {}
+    env = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+
+    def take(name: str, parse: Callable[[str, str], Any], default: Any) -> Any:
+        raw, label = _pick(name, cli, env)
+        if raw is None:
+            sources[name] = "default"
+            return default
+        sources[name] = label
+        return parse(raw, label)
+
+    backup_dir = take("backup_dir", lambda raw, _label: Path(raw).expanduser(), Path("./backups"))
+    max_backups = take("max_backups", parse_positive_int, 30)
+    compress = take("compress_backups", parse_bool, True)
+    compression: Compression = take(
+        "compression",
+        lambda raw, label: parse_choice(raw, label, COMPRESSIONS),
+        "zstd" if compress else "none",
+    )
+    if not compress and compression != "none":
+        raise ConfigError(
+            f"COMPRESS_BACKUPS=false contradicts {sources['compression']}={compression}.",
+            hint="Set only one of them: BACKUP_COMPRESSION=none is the same as COMPRESS_BACKUPS=false.",
+        )
+    level = take("compression_level", lambda raw, label: _parse_level(raw, label, compression), None)
+    verify: VerifyLevel = take("verify", lambda raw, label: parse_choice(raw, label, VERIFY_LEVELS), "check")
+    pg_bin_dir = take("pg_bin_dir", lambda raw, _label: Path(raw).expanduser(), None)
+    s3_url = take("s3_url", _parse_s3_url, None)
+    uploads: tuple[str, ...] = take("upload", _parse_uploads, ("s3",) if s3_url else ())
+    if "s3" in uploads and not s3_url:
+        raise ConfigError(
+            f"{sources['upload']} asks for an S3 upload but S3_URL is not set.",
+            hint="Set S3_URL=s3://bucket/prefix (and S3_ENDPOINT_URL for an S3-compatible server).",
+        )
+    keep_local = take("keep_local", parse_bool, True)
+    if not keep_local and not uploads:
+        raise ConfigError(
+            "KEEP_LOCAL=false with no upload target would keep the backup nowhere.",
+            hint="Set BACKUP_UPLOAD=s3 (with S3_URL) or artifact, or keep KEEP_LOCAL=true.",
+        )
+    artifact_name = take("artifact_name", lambda raw, _label: raw.strip(), None)
+    retention = RetentionPolicy(
+        max_backups=max_backups,
+        retention_days=take("retention_days", parse_positive_int, None),
+        keep_daily=take("keep_daily", parse_count, 0),
+        keep_weekly=take("keep_weekly", parse_count, 0),
+        keep_monthly=take("keep_monthly", parse_count, 0),
+    )
+    encryption = _encryption(cli, env)
+    if verify == "restore" and encryption.recipients and not encryption.can_decrypt:
+        raise ConfigError(
+            "BACKUP_VERIFY=restore needs to decrypt the new archive, and only BACKUP_ENCRYPTION_RECIPIENTS "
+            "(public keys) is set.",
+            hint="Also give BACKUP_ENCRYPTION_IDENTITY (the matching secret key, from a CI secret), or use "
+            "BACKUP_VERIFY=check.",
+        )
+    return Settings(
+        encryption=encryption,
+        signing_key=_signing_key(cli, env),
+        database=_url("database_url", cli, env),
+        supabase=_url("supabase_db_url", cli, env),
+        backup_dir=backup_dir,
+        max_backups=max_backups,
+        compression=compression,
+        compression_level=DEFAULT_LEVELS[compression] if level is None else level,
+        verify=verify,
+        scratch=_url("scratch_url", cli, env),
+        restore_target=_url("target_url", cli, env),
+        pg_bin_dir=pg_bin_dir,
+        uploads=uploads,
+        s3_url=s3_url,
+        keep_local=keep_local,
+        artifact_name=artifact_name,
+        retention=retention,
+        sources=sources,
+    )
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """age encryption in force: recipients or a passphrase to encrypt; identities or a passphrase to decrypt."""
+
+    recipients: tuple[Any, ...] = ()
+    passphrase: str | None = field(default=None, repr=False)
+    identities: tuple[Any, ...] = field(default=(), repr=False)
+    identity_text: str | None = field(default=None, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients) or self.passphrase is not None
+
+    @property
+    def can_decrypt(self) -> bool:
+        return bool(self.identities) or self.passphrase is not None
+
+    @property
+    def method(self) -> str | None:
+        return "age-scrypt" if self.passphrase is not None else "age-x25519" if self.recipients else None
+
+    def encryptor(self) -> Any:
+        from chrono_ci.crypto.age import Encryptor
+
+        return Encryptor(recipients=self.recipients, passphrase=self.passphrase)
+
+    def decryptor(self) -> Any:
+        """A fresh age Decryptor; a missing key is a clear error before anything is read."""
+        from chrono_ci.crypto.age import Decryptor
+
+        if not self.can_decrypt:
+            raise ConfigError(
+                "The archive is encrypted (.age) and no key to decrypt it was given.",
+                hint="Set BACKUP_ENCRYPTION_IDENTITY (the AGE-SECRET-KEY-1... key or a file holding it) or "
+                "BACKUP_ENCRYPTION_PASSPHRASE. Nothing was touched.",
+            )
+        return Decryptor(identities=self.identities, passphrase=self.passphrase)
+
+    def decrypt_for(self, encrypted: bool) -> Callable[[], Any] | None:
+        """What readers of an archive take: None for a plain archive, else a maker of fresh Decryptors.
+
+        Asking for it checks the key is there, so a missing key stops a command before anything is touched.
+        """
+        if not encrypted:
+            return None
+        self.decryptor()
+        return self.decryptor
+
+    def secrets(self) -> list[str]:
+        found = [self.passphrase] if self.passphrase else []
+        if self.identity_text:
+            found += [line.strip() for line in self.identity_text.splitlines() if line.strip().startswith("AGE-")]
+        return found
+
+
+def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryption:
+    for name in ("encryption_recipients", "encryption_passphrase", "encryption_identity"):
+        variable = OPTIONS[name].env
+        # A CI secret that does not exist expands to "": that is a request for encryption that cannot be
+        # honoured, never a reason to write the backup in the clear.
+        if cli.get(name) is None and variable in env and not env[variable].strip():
+            raise ConfigError(
+                f"{variable} is set but empty.",
+                hint=f"A missing or misspelled CI secret expands to an empty value. Give {variable} its value, or "
+                "remove the variable to back up without encryption.",
+            )
+    recipients_text, _ = _pick("encryption_recipients", cli, env)
+    passphrase, passphrase_label = _pick("encryption_passphrase", cli, env)
+    identity_text, identity_label = _pick("encryption_identity", cli, env)
+    for value, label in ((passphrase, passphrase_label), (identity_text, identity_label)):
+        if value is not None and label.startswith("--"):
+            raise ConfigError(
+                f"{label} is a secret; secrets are not accepted on the command line.",
+                hint=f"Set {OPTIONS['encryption_passphrase' if 'pass' in label else 'encryption_identity'].env} "
+                "in the environment instead.",
+            )
+    if recipients_text is not None and passphrase is not None:
+        raise ConfigError(
+            "BACKUP_ENCRYPTION_RECIPIENTS and BACKUP_ENCRYPTION_PASSPHRASE are both set.",
+            hint="age encrypts either to recipients (public keys) or with a passphrase: set only one.",
+        )
+    if recipients_text is None and passphrase is None and identity_text is None:
+        # No encryption asked for: the cryptography library (several MB of memory) is not even loaded.
+        return Encryption()
+    from chrono_ci.crypto import age
+
+    recipients = tuple(age.parse_recipients(recipients_text)) if recipients_text is not None else ()
+    if identity_text is not None and not identity_text.strip().startswith("AGE-SECRET-KEY-"):
+        # Not a key: the path of a file that holds one (as `age -i FILE` takes).
+        path = Path(identity_text.strip()).expanduser()
+        try:
+            identity_text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                "BACKUP_ENCRYPTION_IDENTITY is neither an AGE-SECRET-KEY-1... key nor a readable file "
+                f"({exc.strerror}).",
+                hint="Give the secret key itself (from a CI secret) or the path of a file that holds it.",
+            ) from None
+    identities = tuple(age.parse_identities(identity_text)) if identity_text is not None else ()
+    return Encryption(recipients, passphrase, identities, identity_text)
+
+
+def _signing_key(cli: Mapping[str, str | None], env: Mapping[str, str]) -> SigningKey | None:
+    # Set but empty (a CI secret that does not exist) is a request for signing that cannot be honoured.
+    if cli.get("signing_key") is None and SIGNING_KEY_ENV in env and not env[SIGNING_KEY_ENV].strip():
+        return signing_key_from("")
+    raw, label = _pick("signing_key", cli, env)
+    return signing_key_from(raw, label)
+
+
+def parse_count(raw: str, label: str) -> int:
+    """A whole number >= 0 (0 turns a GFS rule off)."""
+    text = raw.strip()
+    if not text.isdigit():
+        raise ConfigError(
+            f"{label}={raw!r} is not a whole number of 0 or more.",
+            hint=f"Set {label} to a whole number, for example {label}=7 (0 turns the rule off).",
+        )
+    return int(text)
+
+
+def _parse_uploads(raw: str, label: str) -> tuple[str, ...]:
+    words = [word.strip().lower() for word in raw.replace(" ", ",").split(",") if word.strip()]
+    if words == ["none"]:
+        return ()
+    unknown = [word for word in words if word not in UPLOAD_TARGETS]
+    if unknown or not words:
+        raise ConfigError(
+            f"{label}={raw!r}: unknown upload target {', '.join(unknown) or '(empty)'}.",
+            hint="Use none, s3, artifact, or s3,artifact.",
+        )
+    return tuple(dict.fromkeys(words))
+
+
+def _parse_s3_url(raw: str, label: str) -> str:
+    from chrono_ci.storage.s3.store import parse_s3_url
+
+    value = raw.strip()
+    try:
+        parse_s3_url(value)
+    except ConfigError as error:
+        raise ConfigError(f"{label}: {error.message}", hint=error.hint) from None
+    return value
+
+
+def _parse_level(raw: str, label: str, compression: Compression) -> int:
+    ranges = {"zstd": (1, 19), "gzip": (1, 9)}
+    if compression == "none":
+        raise ConfigError(f"{label}={raw!r} is set but compression is off.", hint=f"Unset {label}.")
+    low, high = ranges[compression]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(
+            f"{label}={raw!r} is not a valid {compression} level.",
+            hint=f"Use a whole number from {low} to {high}.",
+        )
+    return value

@@ -1,0 +1,395 @@
+"""One backup, end to end: probe the server, choose pg_dump, stream the dump into the folder, prove the archive,
+record it in the manifest, and only then rotate.
+
+Nothing is committed unless every step before it succeeded: a failed run leaves no archive that looks valid,
+leaves the manifest unchanged and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chrono_ci import __version__
+from chrono_ci.archive.names import Manifest, reserve_archive_name
+from chrono_ci.archive.provenance import Vetted
+from chrono_ci.archive.signing import Record
+from chrono_ci.config.settings import Settings
+from chrono_ci.dump import supabase_dump as supabase
+from chrono_ci.dump.pg_dump import DumpProcess
+from chrono_ci.dump.supabase_dump import SupabaseDump
+from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
+from chrono_ci.pipeline.fanout import (
+    Destination,
+    abort_abandoned_uploads,
+    abort_recorded_uploads,
+    put_everywhere,
+    remember_unfinished,
+    remote_metadata,
+    remote_seal,
+)
+from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
+from chrono_ci.report.console import Reporter, human_size
+from chrono_ci.restore.replay import Expected
+from chrono_ci.retention.apply import rotate, rotate_remote
+from chrono_ci.retention.policy import Decision
+from chrono_ci.source.target import DatabaseTarget, choose_pg_tools, probe_server
+from chrono_ci.storage import open_storage
+from chrono_ci.storage.base import CHUNK_SIZE
+from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
+from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
+from chrono_ci.verify.scratch import restore_verify
+
+URL_SETTING = {"postgres": "DATABASE_URL", "supabase": "SUPABASE_DB_URL"}
+
+
+@dataclass
+class BackupResult:
+    kind: str
+    entry: dict[str, Any]
+    path: Path
+    check: IntegrityReport
+    removed: list[Decision] = field(default_factory=list)
+    # Records retention did not believe, so neither counted nor deleted (see chrono_ci/archive/provenance.py).
+    rejected: list[Vetted] = field(default_factory=list)
+
+
+def target_for(settings: Settings, kind: str) -> DatabaseTarget:
+    target = settings.database if kind == "postgres" else settings.supabase
+    if target is None:
+        name = URL_SETTING[kind]
+        raise ConfigError(
+            f"{name} is not set: there is no {kind} database to back up.",
+            hint=f"Set {name}=postgresql://user:password@host:5432/database in the environment "
+            "(or a CI secret), then run again.",
+        )
+    return target
+
+
+def source_id(target: DatabaseTarget) -> str:
+    """Which database an archive belongs to, for rotation: host, port and name (never the user or password)."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port}/{target.dbname}"
+
+
+def run_backup(
+    settings: Settings,
+    kind: str,
+    reporter: Reporter,
+    *,
+    series: str = "backup",
+    target: DatabaseTarget | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    environ: Mapping[str, str] | None = None,
+    artifact_name: str | None = None,
+) -> BackupResult:
+    """`artifact_name` overrides ARTIFACT_NAME (the CLI gives each kind its own name in `backup all`)."""
+    env = os.environ if environ is None else environ
+    target = target or target_for(settings, kind)
+    folder = settings.backup_dir
+    manifest = Manifest(folder)
+    # A folder we cannot write, a damaged manifest or an unusable upload target stops us before we dump.
+    check_writable_dir(folder)
+    manifest.read()
+    leftovers = remove_leftovers(folder)
+    if leftovers:
+        reporter.info(f"removed {len(leftovers)} file(s) an interrupted run left in {folder}: {', '.join(leftovers)}")
+    destinations = open_destinations(settings, kind, series, target, env, reporter, artifact_name)
+
+    reporter.info(f"connecting to {target.display()}")
+    if kind == "supabase":
+        supabase.diagnose_url(target)
+    server = probe_server(target)
+    tools = choose_pg_tools(server, settings.pg_bin_dir)
+    if kind == "supabase":
+        supabase.check_read_privileges(target)
+    reporter.ok(
+        f"PostgreSQL {server.version} ({server.database} as {server.user}); "
+        f"pg_dump {tools.version} from {tools.origin} ({tools.bin_dir})"
+    )
+
+    created = clock()
+    created_iso = created.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    encryption = settings.encryption
+    extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
+    reservation = reserve_archive_name(folder, kind, series, created, extension)
+    name = reservation.name
+    source = source_id(target)
+    metadata = remote_metadata(kind, series, source, created_iso, settings.compression)
+    seal = remote_seal(name, kind, source, created_iso, settings.signing_key)
+    started = time.monotonic()
+    try:
+        dump = SupabaseDump(tools, target) if kind == "supabase" else DumpProcess(tools, target)
+        stream = ArchiveStream(
+            dump,
+            make_stages(
+                settings.compression,
+                settings.compression_level,
+                encryption.encryptor() if encryption.enabled else None,
+            ),
+            progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
+            profile=kind,
+        )
+        try:
+            put_everywhere(destinations, name, stream, metadata, seal)  # type: ignore[arg-type]
+        finally:
+            stream.close()
+            for destination in destinations:
+                remember_unfinished(folder, destination.storage)
+    finally:
+        reservation.release()
+    duration = time.monotonic() - started
+    stats = stream.stats
+    primary = destinations[0]
+    assert primary.info is not None
+    stored = primary.info
+    path = folder / name
+    ratio = stats.raw_bytes / stored.size if stored.size else 1.0
+    reporter.ok(
+        f"archive written to {primary.target}: {name} ({human_size(stored.size)} from {human_size(stats.raw_bytes)} "
+        f"of SQL, ratio {ratio:.1f}x, {duration:.1f} s, {len(stats.tables)} tables, {sum(stats.tables.values())} rows)"
+    )
+
+    entry: dict[str, Any] = {
+        "file": name,
+        "kind": kind,
+        "series": series,
+        "database": target.dbname,
+        "host": target.host,
+        "port": target.port,
+        "source": source,
+        "created_at": created_iso,
+        "size_bytes": stored.size,
+        "sha256": stored.metadata["sha256"],
+        "raw_size_bytes": stats.raw_bytes,
+        "compression": settings.compression,
+        "compression_level": settings.compression_level if settings.compression != "none" else None,
+        "format": "plain",
+        "profile": "supabase" if isinstance(dump, SupabaseDump) else "postgres",
+        "parts": dump.parts if isinstance(dump, SupabaseDump) else ["schema", "data"],
+        "encryption": encryption.method,
+        "server_version": server.version,
+        "pg_dump_version": tools.version,
+        "duration_seconds": round(duration, 3),
+        "tables": stats.tables,
+        "verified": None,
+        "tool_version": __version__,
+        "local": settings.keep_local,
+        "uploads": [],
+    }
+    if settings.signing_key is not None:
+        entry["signature"] = settings.signing_key.sign(
+            Record(name, stored.size, entry["sha256"], source, kind, created_iso)
+        )
+
+    check = _check_primary(primary, name, settings, entry)
+    if not check.ok:
+        # An archive that fails its own check must not linger looking like a backup.
+        _discard_everywhere(destinations, name)
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in check.failed())
+        raise VerificationFailed(
+            f"The new archive {name} failed its integrity check and was removed: {failed}",
+            hint="The disk or filesystem may be faulty; older backups were not touched. Run again.",
+        )
+    entry["verified"] = {"level": "check", "ok": True, "at": _now_iso(clock)}
+    reporter.ok(f"integrity check passed: {', '.join(c.name for c in check.checks if c.ok)}")
+    unchecked = [c for c in check.checks if c.ok is None]
+    for item in unchecked:
+        reporter.info(f"{item.name}: {item.detail}")
+    if unchecked:
+        entry["verified"]["not_checked"] = [c.name for c in unchecked]
+
+    entry["uploads"] = [_upload_record(d, name, entry["sha256"]) for d in destinations if d.target != "local"]
+    for upload in entry["uploads"]:
+        where = upload.get("uri") or upload.get("artifact_url") or upload.get("name")
+        if upload["ok"]:
+            reporter.ok(f"uploaded to {upload['target']}: {where} (sha256 checked)")
+        else:
+            reporter.fail(f"upload to {upload['target']} failed: {upload['error']}")
+
+    proof = None
+    if settings.verify == "restore" and all(u["ok"] for u in entry["uploads"]):
+        reporter.info("restore-verification: restoring into a scratch database")
+        with _local_archive(primary, name, path) as local_path:
+            proof = restore_verify(
+                local_path,
+                settings.compression,
+                Expected(sha256=entry["sha256"], raw_size=stats.raw_bytes, tables=stats.tables),
+                settings.scratch,
+                profile=kind,
+                decrypt=_decrypt_for_check(settings),
+            )
+        entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}
+        (reporter.ok if proof.ok else reporter.fail)(f"restore-verification: {proof.summary()}")
+
+    try:
+        with manifest.locked() as entries:
+            entries.append(entry)
+    except ChronoError as error:
+        # An archive the metadata does not list is never trusted, rotated or restored: keeping it would only
+        # leave a backup that looks made and is not.
+        _discard_everywhere(destinations, name)
+        raise StorageError(
+            f"{error.message} The new archive {name} was removed, since backup_metadata.json could not list it.",
+            hint=error.hint or "Fix the backup folder and run again; older backups were not touched.",
+        ) from error
+
+    failed_uploads = [u for u in entry["uploads"] if not u["ok"]]
+    if failed_uploads:
+        kept = "The archive stays in BACKUP_DIR. " if settings.keep_local else ""
+        raise StorageError(
+            "The backup was made but could not be stored everywhere: "
+            + "; ".join(f"{u['target']}: {u['error']}" for u in failed_uploads),
+            hint=f"{kept}The metadata records the failed upload; nothing was rotated away. Fix the cause (see the "
+            "message) and run again.",
+        )
+    if proof is not None and not proof.ok:
+        # The archive stays (nothing is ever lost) and says it is unproven; a backup that is not proven is a
+        # failed run, so nothing is rotated away.
+        raise VerificationFailed(
+            f"{name} was written but did not pass restore-verification: {proof.summary()}.",
+            hint="Its metadata entry records verified.ok = false. Older backups were not rotated away. "
+            + ("Give --scratch-url a server with the missing extensions." if proof.missing_extensions else ""),
+        )
+
+    removed: list[Decision] = []
+    rejected: list[Vetted] = []
+    key = settings.signing_key
+    if settings.keep_local:
+        rotation = rotate(folder, manifest, (kind, source), [name], settings.retention, clock(), reporter, key=key)
+        removed, rejected = rotation.removed, rotation.rejected
+    for destination in destinations:
+        if destination.target == "s3":
+            remote = rotate_remote(
+                destination.storage, (kind, source), name, settings.retention, clock(), reporter, key=key
+            )
+            removed += remote.removed
+            rejected += remote.rejected
+    if kind == "supabase":
+        reporter.info(supabase.summary_line())
+    return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed, rejected=rejected)
+
+
+def open_destinations(
+    settings: Settings,
+    kind: str,
+    series: str,
+    target: DatabaseTarget,
+    environ: Mapping[str, str],
+    reporter: Reporter,
+    artifact_name: str | None,
+) -> list[Destination]:
+    """The stores this backup goes to, the first one primary; each is checked before the dump starts."""
+    destinations: list[Destination] = []
+    if settings.keep_local:
+        destinations.append(Destination("local", LocalStorage(settings.backup_dir)))
+    for upload in settings.uploads:
+        if upload == "s3":
+            assert settings.s3_url is not None
+            storage = open_storage(settings.s3_url, environ)
+            # Wrong credentials or a missing bucket fail here, before minutes of dumping.
+            storage.list("chrono-ci-preflight/")
+            abort_recorded_uploads(settings.backup_dir, storage, reporter.warn)
+            abort_abandoned_uploads(storage, reporter)
+            destinations.append(Destination("s3", storage))
+        elif upload == "artifact":
+            from chrono_ci.storage.artifacts.store import ArtifactStorage, default_artifact_name
+
+            name = artifact_name or default_artifact_name(
+                kind if series == "backup" else f"{kind}-{series}", target.dbname, environ
+            )
+            storage = ArtifactStorage.from_env(name, environ, warn=reporter.warn, mask=_mask_for(environ, reporter))
+            destinations.append(Destination("artifact", storage))
+    return destinations
+
+
+def _mask_for(environ: Mapping[str, str], reporter: Reporter) -> Callable[[str], None]:
+    """Masks go to stderr (the runner reads workflow commands on both streams; stdout may be --json)."""
+
+    def mask(value: str) -> None:
+        reporter.add_secrets([value])
+        if environ.get("GITHUB_ACTIONS") == "true":
+            sys.stderr.write(f"::add-mask::{value}\n")
+            sys.stderr.flush()
+
+    return mask
+
+
+def _discard_everywhere(destinations: list[Destination], name: str) -> None:
+    for destination in destinations:
+        if destination.info is not None:
+            with contextlib.suppress(ChronoError):
+                destination.storage.delete(name)
+
+
+def _check_primary(primary: Destination, name: str, settings: Settings, entry: dict[str, Any]) -> IntegrityReport:
+    # The row counts were taken from these very bytes a moment ago: the check proves the stored file (checksum,
+    # full decompression, trailer, size) without paying for the count twice.
+    encrypted = settings.encryption.enabled
+    decrypt = _decrypt_for_check(settings)
+    if primary.target == "local":
+        return check_archive(
+            settings.backup_dir / name,
+            settings.compression,
+            entry,
+            count_rows=False,
+            encrypted=encrypted,
+            decrypt=decrypt,
+        )
+    # Kept nowhere locally: read it back from where it went, in full.
+    with primary.storage.open(name) as handle:
+        return check_stream(
+            handle, name, settings.compression, entry, count_rows=False, encrypted=encrypted, decrypt=decrypt
+        )
+
+
+def _decrypt_for_check(settings: Settings) -> Callable[[], Any] | None:
+    """With only public keys (recipients), the new archive cannot be decrypted here: the check proves its
+    checksum and says the rest was not checked."""
+    encryption = settings.encryption
+    return encryption.decryptor if encryption.enabled and encryption.can_decrypt else None
+
+
+@contextlib.contextmanager
+def _local_archive(primary: Destination, name: str, path: Path) -> Iterator[Path]:
+    if primary.target == "local":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="chrono-ci-verify-") as folder:
+        copy = Path(folder) / name
+        with primary.storage.open(name) as source, copy.open("wb") as out:
+            shutil.copyfileobj(source, out, CHUNK_SIZE)
+        yield copy
+
+
+def _upload_record(destination: Destination, name: str, sha256: str) -> dict[str, Any]:
+    record: dict[str, Any] = {"target": destination.target, "ok": False, "error": None}
+    if destination.target == "s3":
+        record["uri"] = f"{destination.storage.url.rstrip('/')}/{name}"
+    info = destination.info
+    if destination.error is not None or info is None:
+        error = destination.error
+        record["error"] = error.message if error is not None else "the upload did not finish"
+        return record
+    if info.metadata.get("sha256") != sha256:
+        record["error"] = f"the stored copy's sha256 {info.metadata.get('sha256')} differs from the archive's {sha256}"
+        return record
+    record["ok"] = True
+    if destination.target == "artifact":
+        record["name"] = destination.storage.url.removeprefix("artifact://")
+        record["artifact_id"] = info.metadata.get("artifact_id")
+        record["artifact_url"] = info.metadata.get("artifact_url")
+    return record
+
+
+def _now_iso(clock: Callable[[], datetime]) -> str:
+    return clock().astimezone(UTC).isoformat().replace("+00:00", "Z")

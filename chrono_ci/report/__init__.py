@@ -1,0 +1,1 @@
+"""What a person reads: console lines, secrets scrubbed, and the JSON document in --json mode."""

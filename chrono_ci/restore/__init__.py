@@ -1,0 +1,1 @@
+"""Restoring an archive: plan, confirmation, safety backup, one transaction proven before COMMIT."""

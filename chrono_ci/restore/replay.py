@@ -1,0 +1,600 @@
+"""Replay a plain-format archive into one database, in one transaction, proven before it commits.
+
+chrono-ci runs the archive itself, over one libpq connection, instead of handing it to psql:
+
+- each statement the scanner finds is judged (chrono_ci.pipeline.dumprules) and sent on its own through the extended
+  query protocol, where the server refuses a message holding more than one statement, so a statement can never
+  smuggle a second one past the judge; psql commands are never run, because there is no psql;
+- after each statement the connection must still be inside the restore's transaction, or the restore stops;
+- COPY data streams through in pieces, never held whole;
+- after the last byte, the stored bytes' sha256 and the SQL's size are compared with the archive's record, and
+  every table's row count with the record's, inside the same transaction; only then is COMMIT sent (a
+  restore-verification rolls back instead). A signal or a kill before that leaves the target exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import select
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
+from psycopg.pq.abc import PGresult
+
+from chrono_ci.config.settings import Compression
+from chrono_ci.errors import ChronoError, ExitCode, Interrupted, RestoreFailed, VerificationFailed
+from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
+from chrono_ci.pipeline.sqlscan import CopyData, CopyEnd
+from chrono_ci.pipeline.stream import ArchiveContents, Decryptor, read_archive
+from chrono_ci.source.target import DatabaseTarget, explain_connection_error
+
+_MISSING_EXTENSION = re.compile(
+    r'extension "([^"]+)" is not available|could not open extension control file "[^"]*/([^/"]+)\.control"'
+)
+_WAIT_SLICE = 0.5  # seconds between two looks at the socket: a signal is handled at once, whatever the server does
+DISK_FULL = "53100"
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class ArchiveRefused(VerificationFailed):
+    """The archive holds what pg_dump never writes (a psql command, transaction control, ...): not restored."""
+
+    exit_code = ExitCode.UNTRUSTED
+
+
+class CountMismatch(VerificationFailed):
+    """Restored row counts differ from the record's: (expected, found) per table."""
+
+    def __init__(self, mismatches: dict[str, tuple[int | None, int | None]], message: str, hint: str) -> None:
+        super().__init__(message, hint)
+        self.mismatches = mismatches
+
+
+class MissingExtensions(RestoreFailed):
+    """The target lacks extensions the backup uses: a property of the server, not damage in the archive."""
+
+    def __init__(self, names: list[str], message: str, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.names = names
+
+
+class ConnectionLost(Exception):
+    """The connection to the server broke (the server went away, or a session was terminated)."""
+
+
+class StatementFailed(Exception):
+    """The server rejected a statement (or a COPY's data)."""
+
+    def __init__(self, result: PGresult, line: int | None) -> None:
+        self.sqlstate = _field(result, pq.DiagnosticField.SQLSTATE)
+        self.primary = _field(result, pq.DiagnosticField.MESSAGE_PRIMARY) or _text(result.error_message).strip()
+        self.detail = _field(result, pq.DiagnosticField.MESSAGE_DETAIL)
+        self.server_hint = _field(result, pq.DiagnosticField.MESSAGE_HINT)
+        self.line = line
+        super().__init__(self.primary)
+
+    def describe(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        text = f"{where}ERROR: {self.primary}"
+        if self.detail:
+            text += f"\nDETAIL: {self.detail}"
+        if self.server_hint:
+            text += f"\nHINT: {self.server_hint}"
+        return text
+
+
+def _field(result: PGresult, which: pq.DiagnosticField) -> str:
+    value = result.error_field(which)
+    return _text(value) if value else ""
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
+class ServerSession:
+    """One connection driven at the protocol level: one statement per message, waits that a signal can break."""
+
+    def __init__(self, target: DatabaseTarget, application: str = "chrono-ci restore") -> None:
+        args = target.conninfo()
+        args.setdefault("connect_timeout", "10")
+        args["application_name"] = application
+        self.target = target
+        self.pgconn = pq.PGconn.connect(make_conninfo("", **args).encode())
+        if self.pgconn.status != pq.ConnStatus.OK:
+            message = _text(self.pgconn.error_message)
+            self.pgconn.finish()
+            raise explain_connection_error(message, target)
+        self.warnings: list[str] = []
+        self.pgconn.notice_handler = self._notice
+        self.in_copy = False
+
+    def _notice(self, result: PGresult) -> None:
+        severity = _field(result, pq.DiagnosticField.SEVERITY_NONLOCALIZED)
+        if severity == "WARNING" and len(self.warnings) < 200:
+            self.warnings.append(_field(result, pq.DiagnosticField.MESSAGE_PRIMARY))
+
+    @property
+    def backend_pid(self) -> int:
+        return self.pgconn.backend_pid
+
+    @property
+    def transaction_status(self) -> pq.TransactionStatus:
+        return pq.TransactionStatus(self.pgconn.transaction_status)
+
+    def execute(self, sql: bytes | str, line: int | None = None, params: Sequence[str] = ()) -> PGresult:
+        """Run one statement; raise StatementFailed with the server's message when it fails."""
+        query = sql.encode() if isinstance(sql, str) else sql
+        with self._connection_errors():
+            self.pgconn.send_query_params(query, [value.encode() for value in params] if params else None)
+        last: PGresult | None = None
+        failure: PGresult | None = None
+        for result in self._results():
+            if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+                failure = result
+            last = result
+            if result.status == pq.ExecStatus.COPY_IN:
+                self.in_copy = True
+                return result
+        if failure is not None:
+            raise StatementFailed(failure, line)
+        assert last is not None
+        return last
+
+    def values(self, sql: str, params: Sequence[str] = ()) -> list[list[str | None]]:
+        """The rows of one query, as text; `params` fill $1, $2, ..."""
+        result = self.execute(sql, params=params)
+        return [
+            [None if (v := result.get_value(row, col)) is None else _text(v) for col in range(result.nfields)]
+            for row in range(result.ntuples)
+        ]
+
+    def copy_in(self, sql: bytes, line: int) -> None:
+        result = self.execute(sql, line)
+        if result.status != pq.ExecStatus.COPY_IN:
+            raise RestoreFailed(f"line {line}: the server did not start taking COPY data.")
+
+    def write(self, data: memoryview | bytes) -> None:
+        with self._connection_errors():
+            sent = self.pgconn.put_copy_data(data)
+        if sent != 1:
+            raise ConnectionLost(_text(self.pgconn.error_message))
+
+    def end_copy(self, line: int) -> int:
+        """Close the COPY; the server's own count of the rows it loaded."""
+        self.in_copy = False
+        with self._connection_errors():
+            ended = self.pgconn.put_copy_end()
+        if ended != 1:
+            raise ConnectionLost(_text(self.pgconn.error_message))
+        rows = 0
+        failure: PGresult | None = None
+        for result in self._results():
+            if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+                failure = result
+            elif result.command_tuples is not None:
+                rows = result.command_tuples
+        if failure is not None:
+            raise StatementFailed(failure, line)
+        return rows
+
+    def _results(self) -> Iterator[PGresult]:
+        """The results of what was sent, waiting on the socket in slices so that a signal is never held up."""
+        while True:
+            self._wait_ready()
+            result = self.pgconn.get_result()
+            if result is None:
+                return
+            yield result
+            if result.status == pq.ExecStatus.COPY_IN:
+                return
+
+    def _wait_ready(self) -> None:
+        with self._connection_errors():
+            while True:
+                self.pgconn.consume_input()
+                if not self.pgconn.is_busy():
+                    return
+                select.select([self.pgconn.socket], [], [], _WAIT_SLICE)
+
+    @contextlib.contextmanager
+    def _connection_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise ConnectionLost(str(exc).strip()) from None
+
+    def abort(self) -> None:
+        """Stop whatever the server is doing for us and hang up: an open transaction is rolled back."""
+        with contextlib.suppress(Exception):
+            if self.transaction_status == pq.TransactionStatus.ACTIVE or self.in_copy:
+                self.pgconn.get_cancel().cancel()
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.pgconn.finish()
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the archive must hold, checked as it is replayed: its record's values, or, where the record lacks one
+    (no record: `--allow-unlisted`), what the integrity test read from the same file a moment before."""
+
+    sha256: str | None = None
+    raw_size: int | None = None
+    tables: dict[str, int] | None = None
+
+    @staticmethod
+    def of(record: Mapping[str, Any] | None, contents: ArchiveContents | None) -> Expected:
+        record = record or {}
+        sha256 = record.get("sha256")
+        raw = record.get("raw_size_bytes")
+        tables = record.get("tables")
+        valid_tables = isinstance(tables, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in tables.items()
+        )
+        return Expected(
+            sha256=sha256 if isinstance(sha256, str) else contents.stored_sha256 if contents else None,
+            raw_size=raw
+            if isinstance(raw, int) and not isinstance(raw, bool)
+            else contents.raw_bytes
+            if contents
+            else None,
+            tables=dict(tables) if valid_tables else dict(contents.tables) if contents else None,  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class ReplayOutcome:
+    tables: dict[str, int]  # counted inside the transaction, before it committed (or rolled back)
+    statements: int = 0
+    rows_loaded: int = 0
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    committed: bool = False
+    proven: str = ""  # what the profile's own proof found, for the report
+
+
+Lookup = Callable[[str, Sequence[str]], list[list[str | None]]]
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A profile's own check of the restored database, run inside the transaction before COMMIT.
+
+    `check` answers (problems, summary): any problem rolls the restore back."""
+
+    what: str  # what is being proven, for the message: "these objects of yours on Supabase's tables"
+    check: Callable[[Lookup], tuple[list[str], str]]
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """How the restore treats other sessions on the target."""
+
+    lock_timeout_seconds: float = 10.0
+    terminate_sessions: bool = False
+
+
+def replay_archive(
+    archive: Path,
+    compression: Compression,
+    target: DatabaseTarget,
+    *,
+    expected: Expected,
+    profile: str = "postgres",
+    preamble: Sequence[str] = (),
+    commit: bool = True,
+    decrypt: Callable[[], Decryptor] | None = None,
+    sessions: SessionRules | None = None,
+    proof: Proof | None = None,
+) -> ReplayOutcome:
+    """Restore `archive` into `target` in one transaction, proven before COMMIT (or, with commit=False, rolled
+    back once proven: a restore-verification). Raises (target untouched): ArchiveRefused, VerificationFailed,
+    RestoreFailed, MissingExtensions, Interrupted."""
+    rules = sessions or SessionRules()
+    session = ServerSession(target)
+    committed = False
+    commit_sent = False
+    try:
+        server_major = session.pgconn.server_version // 10000
+        if server_major >= 14:
+            # The server notices a vanished client within a second, even inside a long CREATE INDEX.
+            session.execute("SET client_connection_check_interval = '1s'")
+        if rules.terminate_sessions:
+            terminateother_sessions(session)
+        lock_timeout = f"SET LOCAL lock_timeout = '{int(rules.lock_timeout_seconds * 1000)}ms'"
+        session.execute("BEGIN")
+        session.execute(lock_timeout)
+        for statement in preamble:
+            _run_ours(session, statement, target)
+        session.execute(lock_timeout)  # the preamble may have reset it
+        outcome = _stream(session, archive, compression, target, expected, profile, server_major, decrypt)
+        # Deferred checks and triggers run now, before the proof, so that COMMIT has nothing left that can fail.
+        session.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        tables = expected.tables if expected.tables is not None else outcome.tables
+        found = count_rows(session, sorted(tables))
+        mismatches = {name: (tables[name], found.get(name)) for name in tables if tables[name] != found.get(name)}
+        if mismatches:
+            shown = ", ".join(f"{n}: {e} in the backup, {f} restored" for n, (e, f) in list(mismatches.items())[:8])
+            raise CountMismatch(
+                dict(mismatches),
+                f"Row counts differ from the backup's record after the restore ({shown}); it was rolled back and "
+                "nothing changed.",
+                hint="The archive does not hold what its record says: choose another archive.",
+            )
+        outcome.tables = {name: int(found[name] or 0) for name in tables}
+        if proof is not None:
+            problems, outcome.proven = proof.check(session.values)
+            if problems:
+                raise VerificationFailed(
+                    f"The restore did not bring back {proof.what}: {', '.join(problems)}; it was rolled back and "
+                    "nothing changed.",
+                    hint="The archive lists them but its SQL did not create them: it was altered. Choose another "
+                    "archive.",
+                )
+        outcome.warnings = list(session.warnings)
+        if commit:
+            commit_sent = True
+            session.execute("COMMIT")
+            committed = True
+        else:
+            session.execute("ROLLBACK")
+        outcome.committed = committed
+        return outcome
+    except Interrupted as stop:
+        if commit_sent and not committed:
+            stop.message = (
+                "Stopped by a signal while COMMIT was on its way: the restore may or may not have been committed."
+            )
+            stop.hint = "Look at the target before you use it; the safety backup holds the database as it was."
+        else:
+            stop.message = "Stopped by a signal: the restore's transaction was rolled back; nothing was committed."
+            stop.hint = "The target is exactly as it was. Run again when ready."
+        raise
+    except StatementFailed as failure:
+        raise explain_failure(failure, target, session.warnings) from None
+    except ConnectionLost as lost:
+        if commit_sent:
+            raise RestoreFailed(
+                f"The connection to {target.display()} broke while COMMIT was on its way ({lost}): the restore may "
+                "or may not have been committed.",
+                hint="Look at the target before you use it; the safety backup holds the database as it was.",
+            ) from None
+        raise RestoreFailed(
+            f"The connection to {target.display()} broke during the restore ({lost}). The server rolls back an "
+            "unfinished transaction: nothing was committed, and the database is exactly as before.",
+            hint="Check that the server is up and that nothing ends sessions (an admin, a pooler, a timeout), then "
+            "run again.",
+        ) from None
+    finally:
+        if committed or not commit:
+            session.close()
+        else:
+            session.abort()
+
+
+def _run_ours(session: ServerSession, statement: str, target: DatabaseTarget) -> None:
+    """A statement of chrono-ci's own (the preamble that empties the target); a lock wait names who holds it."""
+    try:
+        session.execute(statement)
+    except StatementFailed as failure:
+        if failure.sqlstate == LOCK_NOT_AVAILABLE:
+            raise blocked_by_sessions(session, target) from None
+        raise
+
+
+def _stream(
+    session: ServerSession,
+    archive: Path,
+    compression: Compression,
+    target: DatabaseTarget,
+    expected: Expected,
+    profile: str,
+    server_major: int,
+    decrypt: Callable[[], Decryptor] | None,
+) -> ReplayOutcome:
+    reader = DumpReader(profile, server_major=server_major, keep=MAX_STATEMENT, restoring=True)
+    outcome = ReplayOutcome(tables={})
+    copy_line = 0
+
+    def apply(items: list[Verdict | CopyData | CopyEnd]) -> None:
+        nonlocal copy_line
+        for item in items:
+            if isinstance(item, CopyData):
+                session.write(item.data)
+            elif isinstance(item, CopyEnd):
+                loaded = session.end_copy(copy_line)
+                if loaded != item.rows:
+                    raise ArchiveRefused(
+                        f"line {copy_line}: the server loaded {loaded} rows where the archive holds {item.rows}: "
+                        "its COPY data is not what pg_dump writes. The restore was rolled back.",
+                        hint="Do not restore this archive; choose another from `chrono-ci recovery list`.",
+                    )
+                outcome.rows_loaded += loaded
+            else:
+                line = item.event.line_of_body()
+                if item.action == COPY:
+                    copy_line = line
+                    session.copy_in(item.event.body(), line)
+                elif item.action == RUN:
+                    # Without pg_dump's comment lines: what the server logs and pg_stat_activity show is the SQL.
+                    session.execute(item.event.body(), line)
+                    if session.transaction_status != pq.TransactionStatus.INTRANS:
+                        raise ArchiveRefused(
+                            f"line {line}: the statement left the restore's transaction. The restore was stopped "
+                            "there and nothing was committed.",
+                            hint="Do not restore this archive; choose another from `chrono-ci recovery list`.",
+                        )
+                outcome.statements += 1
+        if reader.refusal is not None:
+            raise ArchiveRefused(
+                f"The archive was refused: {reader.refusal.message()}. The restore was rolled back; the target is "
+                "exactly as it was.",
+                hint="pg_dump never writes this: the archive was altered or planted. Do not restore it; choose "
+                "another archive from `chrono-ci recovery list`, and see SECURITY.md.",
+            )
+
+    with archive.open("rb") as handle:
+        contents = read_archive(
+            handle,
+            compression,
+            on_raw=lambda data: apply(reader.feed(data)),
+            count_rows=False,
+            decryptor=decrypt() if decrypt is not None else None,
+            max_raw=expected.raw_size,
+        )
+    apply(reader.finish())
+    outcome.skipped = list(reader.skipped)
+    outcome.tables = dict(reader.tables)
+    problems = []
+    if not contents.trailer_seen:
+        problems.append("the dump's closing line is missing (it was cut off)")
+    if expected.sha256 is not None and contents.stored_sha256 != expected.sha256:
+        problems.append(f"its sha256 is {contents.stored_sha256}, its record says {expected.sha256}")
+    if expected.raw_size is not None and contents.raw_bytes != expected.raw_size:
+        problems.append(f"it holds {contents.raw_bytes} bytes of SQL, its record says {expected.raw_size}")
+    if problems:
+        raise VerificationFailed(
+            f"The archive read during the restore is not the one that was checked: {'; '.join(problems)}. "
+            "The restore was rolled back.",
+            hint="The file changed or was replaced while it was being restored; do not use it.",
+        )
+    return outcome
+
+
+def count_rows(session: ServerSession, tables: list[str]) -> dict[str, int | None]:
+    """Every table's row count (None where it does not exist), from inside the restore's transaction.
+
+    A table's own rows, as COPY loaded them: `ONLY`, so that an inheritance parent does not count its children;
+    a partitioned table (loaded through its root) counts its partitions'.
+    """
+    found: dict[str, int | None] = dict.fromkeys(tables)
+    for start in range(0, len(tables), 200):
+        batch = tables[start : start + 200]
+        pairs = [table.partition(".") for table in batch]
+        literals = ", ".join(f"({_literal(schema)}, {_literal(name)})" for schema, _, name in pairs)
+        kinds = {
+            (schema, name): kind
+            for schema, name, kind in session.values(
+                "SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                f"WHERE (n.nspname, c.relname) IN ({literals}) AND c.relkind IN ('r', 'p')"
+            )
+        }
+        present = [(table, (schema, name)) for table, (schema, _, name) in zip(batch, pairs, strict=True)]
+        present = [(table, key) for table, key in present if key in kinds]
+        if not present:
+            continue
+        counts = ", ".join(
+            f"(SELECT count(*) FROM {'' if kinds[key] == 'p' else 'ONLY '}{_ident(key[0])}.{_ident(key[1])})"
+            for _, key in present
+        )
+        row = session.values(f"SELECT {counts}")[0]
+        for (table, _), value in zip(present, row, strict=True):
+            found[table] = int(value or 0)
+    return found
+
+
+def terminateother_sessions(session: ServerSession) -> None:
+    """--terminate-sessions: end every other session on the target database before the restore starts."""
+    others = other_sessions(session)
+    if not others:
+        return
+    try:
+        session.execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity "
+            "WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid()"
+        )
+    except StatementFailed as failure:
+        raise RestoreFailed(
+            f"--terminate-sessions: the role {session.target.user} may not end the other sessions on "
+            f"{session.target.display()} ({failure.primary}): {sessions_text(others)}.",
+            hint="Restore as the database owner or a superuser, grant the role pg_signal_backend, or stop the "
+            "application yourself. Nothing was touched.",
+        ) from None
+
+
+def blocked_by_sessions(session: ServerSession, target: DatabaseTarget) -> RestoreFailed:
+    """The lock wait ran out: name the sessions that hold the target, from a second connection."""
+    others: list[list[str | None]] = []
+    with contextlib.suppress(ChronoError, Exception):
+        probe = ServerSession(target, application="chrono-ci restore (lock check)")
+        try:
+            others = [row for row in other_sessions(probe) if row[0] != str(session.backend_pid)]
+        finally:
+            probe.close()
+    listed = sessions_text(others) if others else "sessions that have since ended"
+    return RestoreFailed(
+        f"The restore could not lock the objects of {target.display()} in time: other sessions use them "
+        f"({listed}). The restore was rolled back; nothing changed.",
+        hint="Stop the application (or run the restore when it is idle), or add --terminate-sessions to end those "
+        "sessions first; --lock-timeout sets how long to wait.",
+    )
+
+
+def other_sessions(session: ServerSession) -> list[list[str | None]]:
+    return session.values(
+        "SELECT pid::text, usename, application_name, state, "
+        "COALESCE(to_char(now() - xact_start, 'HH24:MI:SS'), '') "
+        "FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() "
+        # Another role's sessions show no backend_type (or state) to a role without pg_read_all_stats.
+        "AND COALESCE(backend_type, 'client backend') = 'client backend' ORDER BY pid"
+    )
+
+
+def sessions_text(rows: list[list[str | None]]) -> str:
+    shown = [
+        f"pid {pid} ({user or 'another role'}, {app or 'no application name'}, {state or 'state not visible'}"
+        + (f", in a transaction for {since}" if since else "")
+        + ")"
+        for pid, user, app, state, since in rows[:8]
+    ]
+    more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
+    return "; ".join(shown) + more
+
+
+def explain_failure(failure: StatementFailed, target: DatabaseTarget, warnings: Sequence[str] = ()) -> RestoreFailed:
+    # A Supabase scratch skeleton reports each extension it could not create as a WARNING before the failure.
+    missing = missing_extensions("\n".join([failure.primary, failure.detail, *warnings]))
+    if missing:
+        return MissingExtensions(
+            missing,
+            f"The server at {target.display()} lacks the extension(s) {', '.join(missing)} that the backup uses; "
+            "the transaction was rolled back and nothing changed.",
+            hint="Install the extension's package on that server (or use a server that has it), then run again. "
+            "This is not damage in the archive.",
+        )
+    if failure.sqlstate == DISK_FULL:
+        return RestoreFailed(
+            f"The server at {target.display()} ran out of disk space during the restore, which was rolled back; "
+            f"the database is exactly as before:\n{failure.describe()}",
+            hint="Free space on the database server (or use a larger one) and run again. This is not damage in the "
+            "archive.",
+        )
+    return RestoreFailed(
+        f"The restore into {target.display()} failed and was rolled back; the database is exactly as before:\n"
+        f"{failure.describe()}",
+        hint="Read the server's message above: a statement the target rejects (an older server, a missing role "
+        "or extension), or a lost connection.",
+    )
+
+
+def missing_extensions(text: str) -> list[str]:
+    return sorted({a or b for a, b in _MISSING_EXTENSION.findall(text)})
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,1 @@
+"""The database being backed up: its URL and connection, the PostgreSQL client tools, checks before a dump."""

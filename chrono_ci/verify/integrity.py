@@ -1,0 +1,195 @@
+"""The integrity check the guide promises after every backup and before every restore.
+
+A full read of the archive: its sha256 against the metadata, a complete decompression (zstd frame checksum or
+gzip CRC), the dump's trailer, and the raw size and per-table row counts against what was recorded while the
+dump streamed. Restore-verification (a real restore into a scratch database) builds on top of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from chrono_ci.config.settings import Compression
+from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
+from chrono_ci.pipeline.stream import ArchiveContents, Decryptor, read_archive
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: could not be run (nothing recorded to compare with)
+    detail: str
+
+
+@dataclass
+class IntegrityReport:
+    file: str
+    checks: list[Check] = field(default_factory=list)
+    contents: ArchiveContents | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok is not False for check in self.checks) and bool(self.checks)
+
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if check.ok is False]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+
+DecryptorFactory = Callable[[], Decryptor]
+
+
+def check_archive(
+    path: Path,
+    compression: Compression,
+    entry: dict[str, Any] | None,
+    *,
+    count_rows: bool = True,
+    encrypted: bool = False,
+    decrypt: DecryptorFactory | None = None,
+    profile: str = "postgres",
+) -> IntegrityReport:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        report = IntegrityReport(file=path.name)
+        report.checks.append(Check("readable", False, f"cannot open {path}: {exc.strerror}"))
+        return report
+    with handle:
+        return check_stream(
+            handle,
+            path.name,
+            compression,
+            entry,
+            count_rows=count_rows,
+            encrypted=encrypted,
+            decrypt=decrypt,
+            profile=profile,
+        )
+
+
+def check_stream(
+    handle: IO[bytes],
+    name: str,
+    compression: Compression,
+    entry: dict[str, Any] | None,
+    *,
+    count_rows: bool = True,
+    encrypted: bool = False,
+    decrypt: DecryptorFactory | None = None,
+    profile: str = "postgres",
+) -> IntegrityReport:
+    """The integrity check on any readable stream of the stored archive (a local file, an S3 download).
+
+    An encrypted archive is decrypted on the way (every age chunk is authenticated); without a key, only its
+    checksum can be proven, and the report says so.
+    """
+    report = IntegrityReport(file=name)
+    counted = _CountingReader(handle)
+    if encrypted and decrypt is None:
+        return _checksum_only(counted, name, entry, report)
+    try:
+        decryptor = decrypt() if decrypt is not None else None
+        recorded_raw = (entry or {}).get("raw_size_bytes")
+        contents = read_archive(
+            counted,  # type: ignore[arg-type]
+            compression,
+            count_rows=count_rows,
+            decryptor=decryptor,
+            profile=profile,
+            # A decompression bomb stops where its record says the SQL ends.
+            max_raw=recorded_raw if isinstance(recorded_raw, int) and not isinstance(recorded_raw, bool) else None,
+        )
+    except AgeKeyError:
+        raise  # a wrong or missing key is not damage: stop and say which key
+    except (VerificationFailed, AgeError) as exc:
+        report.checks.append(Check("decryption" if isinstance(exc, AgeError) else "decompression", False, exc.message))
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                while counted.read(1 << 20):
+                    pass
+            report.checks.append(_size_check(counted.count, entry))
+        return report
+    report.contents = contents
+    report.checks.append(Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"))
+    report.checks.append(_checksum_check(contents.stored_sha256, entry))
+    report.checks.append(
+        Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
+        if contents.trailer_seen
+        else Check("trailer", False, "the dump's closing line is missing: it was cut off")
+    )
+    if count_rows:
+        report.checks.append(
+            Check("contents", True, "only SQL that pg_dump writes (no psql command, no transaction control)")
+            if contents.refusal is None
+            else Check("contents", False, f"refused: {contents.refusal.message()}")
+        )
+    if entry is not None and "raw_size_bytes" in entry:
+        raw = entry.get("raw_size_bytes")
+        report.checks.append(
+            Check("raw size", True, f"{contents.raw_bytes} bytes, as recorded")
+            if raw == contents.raw_bytes
+            else Check("raw size", False, f"{contents.raw_bytes} bytes of SQL, {raw} recorded")
+        )
+        tables = entry.get("tables")
+        if isinstance(tables, dict) and count_rows:
+            differ = sorted(
+                name for name in set(tables) | set(contents.tables) if tables.get(name) != contents.tables.get(name)
+            )
+            report.checks.append(
+                Check("row counts", True, f"{len(tables)} tables, {sum(tables.values())} rows, as recorded")
+                if not differ
+                else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
+            )
+    return report
+
+
+def _checksum_check(actual: str, entry: dict[str, Any] | None) -> Check:
+    expected = (entry or {}).get("sha256")
+    if expected is None:
+        return Check("checksum", None, "no metadata entry to compare with")
+    if expected == actual:
+        return Check("checksum", True, f"sha256 {actual[:16]}... matches the metadata")
+    return Check("checksum", False, f"sha256 {actual} differs from the metadata's {expected}")
+
+
+def _checksum_only(
+    counted: _CountingReader, name: str, entry: dict[str, Any] | None, report: IntegrityReport
+) -> IntegrityReport:
+    digest = hashlib.sha256()
+    while chunk := counted.read(1 << 20):
+        digest.update(chunk)
+    report.checks.append(_checksum_check(digest.hexdigest(), entry))
+    report.checks.append(
+        Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY or passphrase to decrypt it with")
+    )
+    return report
+
+
+class _CountingReader:
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.count += len(data)
+        return data
+
+
+def _size_check(size: int, entry: dict[str, Any]) -> Check:
+    expected = entry.get("size_bytes")
+    if expected == size:
+        return Check("size", True, f"{size} bytes, as recorded")
+    return Check("size", False, f"{size} bytes on disk, {expected} recorded (truncated or replaced)")
