@@ -496,7 +496,8 @@ def test_backup_test_with_nothing_to_test(run_cli: Run, tmp_path: Path) -> None:
 
 def test_password_never_reaches_pg_dump_argv(pg18: PgServer, sample_url: str, tmp_path: Path) -> None:
     from chrono_ci.dump.pg_dump import DumpProcess
-    from chrono_ci.source.target import choose_pg_tools, parse_database_url, probe_server
+    from chrono_ci.source.target import parse_database_url, probe_server
+    from chrono_ci.source.tools import choose_pg_tools
 
     target = parse_database_url(sample_url)
     dump = DumpProcess(choose_pg_tools(probe_server(target)), target)

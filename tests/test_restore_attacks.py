@@ -28,7 +28,7 @@ from chrono_ci.archive.names import Manifest
 from chrono_ci.errors import VerificationFailed
 from chrono_ci.pipeline.dumprules import DumpReader
 from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
-from chrono_ci.restore.run import drop_schemas_sql, user_schemas
+from chrono_ci.restore.schemas import drop_schemas_sql, user_schemas
 from chrono_ci.source.embedded import EmbeddedServer
 from chrono_ci.source.target import DatabaseTarget, parse_database_url, probe_server
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer

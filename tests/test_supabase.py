@@ -21,8 +21,9 @@ from urllib.parse import quote, unquote, urlsplit
 import psycopg
 import pytest
 
-from chrono_ci.dump import supabase_dump as supabase
+from chrono_ci.dump import supabase_header, supabase_sql
 from chrono_ci.errors import ConfigError
+from chrono_ci.source import supabase_checks
 from chrono_ci.source.embedded import embedded_bin_dir
 from chrono_ci.source.target import parse_database_url
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
@@ -262,7 +263,7 @@ def test_backup_holds_roles_schema_and_data_and_says_so(
     assert not {"auth.schema_migrations", "storage.migrations", "supabase_migrations.schema_migrations"} & set(tables)
     assert "vault.secrets" not in tables and "realtime.subscription" not in tables
     sql = _archive_sql(folder / entry["file"])
-    assert sql.startswith(supabase.HEADER_MARK)
+    assert sql.startswith(supabase_header.HEADER_MARK)
     assert TEST_PASSWORD not in sql
     # The statements a Supabase project rejects are there, commented out.
     for statement in (
@@ -275,11 +276,11 @@ def test_backup_holds_roles_schema_and_data_and_says_so(
         "\\unrestrict ",
     ):
         found = [line for line in sql.splitlines() if statement in line]
-        assert found and all(line.startswith(supabase.NEUTRALISED) for line in found), statement
+        assert found and all(line.startswith(supabase_sql.NEUTRALISED) for line in found), statement
     assert 'ALTER PUBLICATION "supabase_realtime" ADD TABLE ONLY "public"."todos";' in sql
     # Reserved roles are left to the platform; the roles section never creates them.
     roles = sql.split("-- chrono-ci: roles")[1].split("-- chrono-ci: schema")[0].splitlines()
-    assert not [line for line in roles if 'ROLE "anon"' in line and not line.startswith(supabase.NEUTRALISED)]
+    assert not [line for line in roles if 'ROLE "anon"' in line and not line.startswith(supabase_sql.NEUTRALISED)]
     # Schema before the replica setting, data after it, and pg_dump's own closing line at the very end.
     assert sql.index('CREATE TABLE "public"."todos"') < sql.index("SET session_replication_role = replica;")
     assert sql.index("SET session_replication_role = replica;") < sql.index('COPY "public"."todos"')
@@ -289,7 +290,7 @@ def test_backup_holds_roles_schema_and_data_and_says_so(
     assert "CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users" in additions
     assert 'CREATE POLICY "Public buckets are readable" ON storage.objects' in additions
     assert "auth.uid" not in additions.replace("auth.uid()", "")
-    header = supabase.read_header(folder / entry["file"], "zstd")
+    header = supabase_header.read_header(folder / entry["file"], "zstd")
     assert header is not None and header["format"] == 2
     assert {(a["kind"], a["name"], a["on"]) for a in header["managed_additions"]} == {
         ("trigger", "on_auth_user_created", "auth.users"),
@@ -415,7 +416,7 @@ def test_transaction_pooler_port_is_refused_before_any_connection(run_cli: Run, 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        listener.bind(("127.0.0.1", supabase.TRANSACTION_POOLER_PORT))
+        listener.bind(("127.0.0.1", supabase_checks.TRANSACTION_POOLER_PORT))
     except OSError:
         listener.close()
         pytest.skip("port 6543 is taken on this machine")
@@ -536,15 +537,15 @@ def test_transaction_pooling_is_detected_from_the_backend_changing(monkeypatch: 
 
     target = parse_database_url("postgresql://app:pw@pooler.example.com:6432/app")
     # The second client gets the backend the first one holds between transactions: transaction pooling.
-    monkeypatch.setattr(supabase, "connect", lambda *a, **k: Conn([101]))
-    assert supabase._transaction_pooling(target, Conn([101, 101])) is True  # type: ignore[arg-type]
-    monkeypatch.setattr(supabase, "connect", lambda *a, **k: Conn([202]))
-    assert supabase._transaction_pooling(target, Conn([101, 101])) is False  # type: ignore[arg-type]
-    assert supabase._transaction_pooling(target, Conn([101, 303])) is True  # type: ignore[arg-type]
+    monkeypatch.setattr(supabase_checks, "connect", lambda *a, **k: Conn([101]))
+    assert supabase_checks._transaction_pooling(target, Conn([101, 101])) is True  # type: ignore[arg-type]
+    monkeypatch.setattr(supabase_checks, "connect", lambda *a, **k: Conn([202]))
+    assert supabase_checks._transaction_pooling(target, Conn([101, 101])) is False  # type: ignore[arg-type]
+    assert supabase_checks._transaction_pooling(target, Conn([101, 303])) is True  # type: ignore[arg-type]
     clients = iter([Conn([101, 101]), Conn([101])])
-    monkeypatch.setattr(supabase, "connect", lambda *a, **k: next(clients))
+    monkeypatch.setattr(supabase_checks, "connect", lambda *a, **k: next(clients))
     with pytest.raises(ConfigError, match="transaction mode"):
-        supabase.diagnose_url(target)
+        supabase_checks.diagnose_url(target)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -552,7 +553,7 @@ def test_transaction_pooling_is_detected_from_the_backend_changing(monkeypatch: 
 
 
 def test_schema_rewrites_leave_function_bodies_alone() -> None:
-    rewriter = supabase.SchemaRewriter("schema")
+    rewriter = supabase_sql.SchemaRewriter("schema")
     lines = [
         'CREATE FUNCTION "public"."f"() RETURNS "text" LANGUAGE "plpgsql" AS $$',
         "BEGIN",
@@ -571,9 +572,9 @@ def test_schema_rewrites_leave_function_bodies_alone() -> None:
     ]
     out = [rewriter.line(line) for line in lines]
     assert out[:5] == lines[:5]
-    assert out[5].startswith(supabase.NEUTRALISED) and out[6] == lines[6]
-    assert all(line.startswith(supabase.NEUTRALISED) for line in out[7:10])
-    assert out[10].startswith(supabase.NEUTRALISED) and out[11] == lines[11]
+    assert out[5].startswith(supabase_sql.NEUTRALISED) and out[6] == lines[6]
+    assert all(line.startswith(supabase_sql.NEUTRALISED) for line in out[7:10])
+    assert out[10].startswith(supabase_sql.NEUTRALISED) and out[11] == lines[11]
     assert out[12] == 'CREATE EXTENSION IF NOT EXISTS "pgsodium";'
     assert out[13] != lines[13] and rewriter.trailer_seen
 
@@ -592,9 +593,9 @@ def test_roles_are_created_only_where_missing() -> None:
             "-- PostgreSQL database cluster dump complete",
         ]
     )
-    section = supabase.rewrite_roles(dumped)
+    section = supabase_sql.rewrite_roles(dumped)
     assert section.custom_roles == ["app_reader"] and section.reserved_roles == ["anon"] and section.trailer_seen
-    live = [line for line in section.sql.splitlines() if not line.startswith(supabase.NEUTRALISED)]
+    live = [line for line in section.sql.splitlines() if not line.startswith(supabase_sql.NEUTRALISED)]
     assert not [line for line in live if "NOSUPERUSER" in line or "NOREPLICATION" in line or "GRANTED BY" in line]
     assert not [line for line in live if "ON PARAMETER" in line or '"authenticator"' in line]
     assert 'EXECUTE \'GRANT "anon" TO "app_reader" WITH INHERIT TRUE\'' in section.sql
@@ -609,7 +610,7 @@ def test_data_filter_changes_only_the_guard_lines() -> None:
         b'SET transaction_timeout = 0;\n\nCOPY "public"."t" ("id", "v") FROM stdin;\n' + body + b"\\.\n\n"
         b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc123\n\n"
     )
-    data_filter = supabase.DataFilter()
+    data_filter = supabase_sql.DataFilter()
     out = b"".join(data_filter.feed(dump[i : i + 777]) for i in range(0, len(dump), 777)) + data_filter.finish()
     expected = (
         dump.replace(b"\\restrict abc123", b"-- [chrono-ci] \\restrict abc123")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import IO, Protocol
 
 from chrono_ci.errors import DumpFailed
-from chrono_ci.source.target import DatabaseTarget, PgTools
+from chrono_ci.source.target import DatabaseTarget
+from chrono_ci.source.tools import PgTools
 
 STDERR_KEEP = 64 * 1024
 

@@ -24,9 +24,9 @@ from chrono_ci.archive.names import Manifest, reserve_archive_name
 from chrono_ci.archive.provenance import Vetted
 from chrono_ci.archive.signing import Record
 from chrono_ci.config.settings import Settings
-from chrono_ci.dump import supabase_dump as supabase
 from chrono_ci.dump.pg_dump import DumpProcess
 from chrono_ci.dump.supabase_dump import SupabaseDump
+from chrono_ci.dump.supabase_dump import summary_line as supabase_summary_line
 from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
 from chrono_ci.pipeline.fanout import (
     Destination,
@@ -42,7 +42,9 @@ from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.restore.replay import Expected
 from chrono_ci.retention.apply import rotate, rotate_remote
 from chrono_ci.retention.policy import Decision
-from chrono_ci.source.target import DatabaseTarget, choose_pg_tools, probe_server
+from chrono_ci.source import supabase_checks
+from chrono_ci.source.target import DatabaseTarget, probe_server
+from chrono_ci.source.tools import choose_pg_tools
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
@@ -107,11 +109,11 @@ def run_backup(
 
     reporter.info(f"connecting to {target.display()}")
     if kind == "supabase":
-        supabase.diagnose_url(target)
+        supabase_checks.diagnose_url(target)
     server = probe_server(target)
     tools = choose_pg_tools(server, settings.pg_bin_dir)
     if kind == "supabase":
-        supabase.check_read_privileges(target)
+        supabase_checks.check_read_privileges(target)
     reporter.ok(
         f"PostgreSQL {server.version} ({server.database} as {server.user}); "
         f"pg_dump {tools.version} from {tools.origin} ({tools.bin_dir})"
@@ -275,7 +277,7 @@ def run_backup(
             removed += remote.removed
             rejected += remote.rejected
     if kind == "supabase":
-        reporter.info(supabase.summary_line())
+        reporter.info(supabase_summary_line())
     return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed, rejected=rejected)
 
 
