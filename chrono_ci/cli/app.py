@@ -627,8 +627,9 @@ def recovery_restore(
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.archive.catalog import located_archive
-        from chrono_ci.restore.replay import SessionRules
-        from chrono_ci.restore.run import run_restore, terminal_prompt
+        from chrono_ci.restore.plan import terminal_prompt
+        from chrono_ci.restore.run import run_restore
+        from chrono_ci.restore.session import SessionRules
 
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
@@ -645,6 +646,9 @@ def recovery_restore(
                 target=settings.restore_target,
                 ask=terminal_prompt(),
                 sessions=SessionRules(lock_timeout, terminate_sessions),
+                safety_backup=lambda target: run_backup(
+                    settings, archive.kind, reporter, series="safety", target=target
+                ).entry["file"],
             )
         if State.json_mode:
             reporter.emit_json({**result, "provenance": provenance})

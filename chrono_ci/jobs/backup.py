@@ -24,10 +24,11 @@ from chrono_ci.archive.names import Manifest, reserve_archive_name
 from chrono_ci.archive.provenance import Vetted
 from chrono_ci.archive.signing import Record
 from chrono_ci.config.settings import Settings
+from chrono_ci.config.targets import target_for
 from chrono_ci.dump.pg_dump import DumpProcess
 from chrono_ci.dump.supabase_dump import SupabaseDump
 from chrono_ci.dump.supabase_dump import summary_line as supabase_summary_line
-from chrono_ci.errors import ChronoError, ConfigError, StorageError, VerificationFailed
+from chrono_ci.errors import ChronoError, StorageError, VerificationFailed
 from chrono_ci.pipeline.fanout import (
     Destination,
     abort_abandoned_uploads,
@@ -51,8 +52,6 @@ from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_lef
 from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
 from chrono_ci.verify.scratch import restore_verify
 
-URL_SETTING = {"postgres": "DATABASE_URL", "supabase": "SUPABASE_DB_URL"}
-
 
 @dataclass
 class BackupResult:
@@ -63,18 +62,6 @@ class BackupResult:
     removed: list[Decision] = field(default_factory=list)
     # Records retention did not believe, so neither counted nor deleted (see chrono_ci/archive/provenance.py).
     rejected: list[Vetted] = field(default_factory=list)
-
-
-def target_for(settings: Settings, kind: str) -> DatabaseTarget:
-    target = settings.database if kind == "postgres" else settings.supabase
-    if target is None:
-        name = URL_SETTING[kind]
-        raise ConfigError(
-            f"{name} is not set: there is no {kind} database to back up.",
-            hint=f"Set {name}=postgresql://user:password@host:5432/database in the environment "
-            "(or a CI secret), then run again.",
-        )
-    return target
 
 
 def source_id(target: DatabaseTarget) -> str:

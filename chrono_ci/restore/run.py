@@ -7,47 +7,21 @@ exactly the backup (objects made after the backup are gone), or, on any error, e
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from chrono_ci.archive.catalog import ArchiveFile
 from chrono_ci.config.settings import Settings
-from chrono_ci.errors import Refused, RestoreFailed, VerificationFailed
-from chrono_ci.jobs.backup import BackupResult, run_backup, target_for
+from chrono_ci.errors import RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.sqlscan import split_statements
 from chrono_ci.report.console import Reporter
 from chrono_ci.restore import supabase
-from chrono_ci.restore.replay import (
-    ArchiveRefused,
-    Expected,
-    ServerSession,
-    SessionRules,
-    other_sessions,
-    replay_archive,
-    sessions_text,
-)
-from chrono_ci.restore.schemas import SchemaState, drop_schemas_sql, restore_rights_problems, user_schemas
-from chrono_ci.source.target import DatabaseTarget, ServerInfo, probe_server
-from chrono_ci.source.tools import PgTools, choose_pg_tools
+from chrono_ci.restore.plan import confirm, plan_restore, print_plan
+from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
+from chrono_ci.restore.schemas import drop_schemas_sql
+from chrono_ci.restore.session import SessionRules
+from chrono_ci.source.target import DatabaseTarget
 from chrono_ci.verify.integrity import DecryptorFactory, IntegrityReport, check_archive
-
-
-@dataclass
-class RestorePlan:
-    archive: ArchiveFile
-    target: DatabaseTarget
-    server: ServerInfo
-    tools: PgTools  # the pg_dump of the safety backup
-    schemas: list[SchemaState]
-    problems: list[str] = field(default_factory=list)
-    source_database: str | None = None  # the database the backup was made from, when its record says
-    sessions: list[list[str | None]] = field(default_factory=list)  # other sessions connected to the target
-
-    @property
-    def other_database(self) -> bool:
-        return self.source_database is not None and self.source_database != self.target.dbname
 
 
 def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
@@ -79,79 +53,6 @@ def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: Decryptor
     return report
 
 
-def plan_restore(settings: Settings, archive: ArchiveFile, target: DatabaseTarget | None) -> RestorePlan:
-    target = target or target_for(settings, archive.kind)
-    server = probe_server(target)
-    tools = choose_pg_tools(server, settings.pg_bin_dir)
-    schemas = user_schemas(target)
-    extra: list[str] = []
-    if supabase.is_supabase_archive(archive):  # Supabase's managed schemas stay; only user schemas are replaced
-        schemas, extra = supabase.plan_restore(target, schemas, archive)
-    plan = RestorePlan(archive, target, server, tools, schemas, source_database=_source_database(archive))
-    plan.problems = restore_rights_problems(target, schemas) + extra
-    session = ServerSession(target, application="chrono-ci restore (plan)")
-    try:
-        plan.sessions = other_sessions(session)
-    finally:
-        session.close()
-    return plan
-
-
-def _source_database(archive: ArchiveFile) -> str | None:
-    """The database named by the record's source (host:port/database), if there is a record."""
-    source = (archive.entry or {}).get("source")
-    if not isinstance(source, str) or "/" not in source:
-        return None
-    return source.rpartition("/")[2] or None
-
-
-def print_plan(plan: RestorePlan, reporter: Reporter) -> None:
-    entry = plan.archive.entry or {}
-    source = entry.get("source") or "unknown (no metadata entry)"
-    reporter.info(f"backup: {plan.archive.path.name}, made {plan.archive.created_at} from {source}")
-    reporter.info(
-        f"target: {plan.target.display()} (PostgreSQL {plan.server.version}); restored by chrono-ci over one "
-        f"connection; pg_dump {plan.tools.version} for the safety backup"
-    )
-    if plan.other_database:
-        reporter.warn(
-            f"the backup was made from database {plan.source_database!r}; the target is {plan.target.dbname!r}"
-        )
-    if plan.sessions:
-        reporter.warn(f"{len(plan.sessions)} other session(s) connected to the target: {sessions_text(plan.sessions)}")
-    if plan.schemas:
-        listed = ", ".join(f"{s.name} ({s.tables} tables)" for s in plan.schemas)
-        reporter.info(f"will be replaced: every user schema of {plan.target.dbname}: {listed}")
-    else:
-        reporter.info(f"will be replaced: nothing ({plan.target.dbname} has no user schema)")
-    kind = plan.archive.kind
-    reporter.info(f"safety backup first: {kind}_safety_backup_<now> in the backup folder")
-
-
-def confirm(plan: RestorePlan, yes: bool, ask: Callable[[str], str] | None) -> None:
-    if yes:
-        return
-    if ask is None:
-        raise Refused(
-            "Refusing to restore without confirmation: standard input is not a terminal.",
-            hint="A restore replaces the target database. Add --yes to confirm in a script or CI job.",
-        )
-    what = f"database {plan.target.dbname!r}"
-    if plan.other_database:
-        what += f" with a backup of another database, {plan.source_database!r}"
-    if plan.sessions:
-        what += f" ({len(plan.sessions)} other session(s) are connected to it)"
-    answer = ask(f"This replaces {what}. Type {plan.target.dbname!r} to confirm: ")
-    if answer.strip() != plan.target.dbname:
-        raise Refused("Confirmation did not match the database name: nothing was touched.", hint="Run again.")
-
-
-def terminal_prompt() -> Callable[[str], str] | None:
-    if not sys.stdin.isatty():
-        return None
-    return input
-
-
 def run_restore(
     settings: Settings,
     archive: ArchiveFile,
@@ -162,7 +63,10 @@ def run_restore(
     target: DatabaseTarget | None = None,
     ask: Callable[[str], str] | None = None,
     sessions: SessionRules | None = None,
+    safety_backup: Callable[[DatabaseTarget], str],
 ) -> dict[str, Any]:
+    """`safety_backup` backs up the target as it is now and returns the archive's name: the caller's backup job
+    (chrono_ci.jobs.backup), passed in so that restoring never depends on the code that backs up."""
     reporter.step(f"1. integrity test of {archive.path.name}")
     # A missing or wrong key stops here, before the target is even looked at.
     decrypt = settings.encryption.decrypt_for(archive.encrypted)
@@ -198,8 +102,8 @@ def run_restore(
     reporter.ok("confirmed" + (" (--yes)" if yes else ""))
 
     reporter.step("4. safety backup of the target")
-    safety: BackupResult = run_backup(settings, archive.kind, reporter, series="safety", target=plan.target)
-    result["safety_backup"] = safety.entry["file"]
+    safety = safety_backup(plan.target)
+    result["safety_backup"] = safety
 
     reporter.step("5. restore in one transaction, row counts proven before COMMIT")
     if supabase.is_supabase_archive(archive):
@@ -221,7 +125,7 @@ def run_restore(
             proof=proof,
         )
     except (RestoreFailed, VerificationFailed) as failure:
-        failure.hint = f"{failure.hint} The safety backup {safety.entry['file']} holds the database as it was."
+        failure.hint = f"{failure.hint} The safety backup {safety} holds the database as it was."
         raise
     for note in outcome.skipped:
         reporter.info(f"skipped {note}")
