@@ -12,7 +12,8 @@ import zstandard
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ConfigError, VerificationFailed
 from chrono_ci.pipeline.dumprules import SKIP, DumpReader, Verdict
-from chrono_ci.pipeline.stream import make_compressor, read_archive
+from chrono_ci.pipeline.read import read_archive
+from chrono_ci.pipeline.stream import make_compressor
 from chrono_ci.source.target import parse_database_url
 
 DUMP = (

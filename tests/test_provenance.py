@@ -28,8 +28,8 @@ import pytest
 from chrono_ci.archive.names import archive_name
 from chrono_ci.archive.provenance import MIN_ARCHIVE_BYTES, Fields, vet
 from chrono_ci.archive.signing import SigningKey
-from chrono_ci.pipeline.fanout import abort_abandoned_uploads
 from chrono_ci.report.console import Reporter
+from chrono_ci.retention.apply import abort_abandoned_uploads
 from chrono_ci.storage.s3.store import S3Config, S3Storage
 from tests.fixtures.postgres import CliResult, PgServer
 from tests.fixtures.seaweedfs import SeaweedFS

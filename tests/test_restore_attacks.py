@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import zstandard
 
-from chrono_ci.archive.names import Manifest
+from chrono_ci.archive.manifest import Manifest
 from chrono_ci.errors import VerificationFailed
 from chrono_ci.pipeline.dumprules import DumpReader
 from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive

@@ -29,7 +29,8 @@ from types import FrameType
 from typing import IO, Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from chrono_ci.archive.names import ArchiveName, Manifest, newest_per_kind
+from chrono_ci.archive.manifest import Manifest, newest_per_kind
+from chrono_ci.archive.names import ArchiveName
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Refused
 from chrono_ci.report.console import human_size
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from chrono_ci.archive.names import MANIFEST_NAME, ArchiveName, Manifest
+from chrono_ci.archive.manifest import MANIFEST_NAME, Manifest
+from chrono_ci.archive.names import ArchiveName
 from chrono_ci.archive.provenance import metadata_fields
 from chrono_ci.archive.safefile import open_archive
 from chrono_ci.config.settings import Compression

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci.archive.catalog import file_sha256, list_archives
-from chrono_ci.archive.names import ArchiveName, Manifest
+from chrono_ci.archive.manifest import Manifest
+from chrono_ci.archive.names import ArchiveName
 from chrono_ci.archive.provenance import created_time, metadata_fields, vet_bucket, vet_folder
 from chrono_ci.archive.safefile import regular_file_size
 from chrono_ci.archive.signing import SigningKey

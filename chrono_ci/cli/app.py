@@ -15,7 +15,7 @@ import typer
 
 from chrono_ci import __version__
 from chrono_ci.archive.catalog import ArchiveFile
-from chrono_ci.archive.names import Manifest, newest_per_kind
+from chrono_ci.archive.manifest import Manifest, newest_per_kind
 from chrono_ci.config.settings import Encryption, Settings, resolve_settings
 from chrono_ci.errors import ChronoError, ConfigError, ExitCode, Interrupted, ObjectNotFound
 from chrono_ci.jobs.backup import BackupResult, run_backup

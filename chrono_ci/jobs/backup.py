@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from chrono_ci import __version__
-from chrono_ci.archive.names import Manifest, reserve_archive_name
+from chrono_ci.archive.manifest import Manifest
+from chrono_ci.archive.names import reserve_archive_name
 from chrono_ci.archive.provenance import Vetted
+from chrono_ci.archive.remote_metadata import remote_metadata, remote_seal
 from chrono_ci.archive.signing import Record
 from chrono_ci.config.settings import Settings
 from chrono_ci.config.targets import target_for
@@ -29,19 +31,11 @@ from chrono_ci.dump.pg_dump import DumpProcess
 from chrono_ci.dump.supabase_dump import SupabaseDump
 from chrono_ci.dump.supabase_dump import summary_line as supabase_summary_line
 from chrono_ci.errors import ChronoError, StorageError, VerificationFailed
-from chrono_ci.pipeline.fanout import (
-    Destination,
-    abort_abandoned_uploads,
-    abort_recorded_uploads,
-    put_everywhere,
-    remember_unfinished,
-    remote_metadata,
-    remote_seal,
-)
+from chrono_ci.pipeline.fanout import Destination, put_everywhere
 from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
 from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.restore.replay import Expected
-from chrono_ci.retention.apply import rotate, rotate_remote
+from chrono_ci.retention.apply import abort_abandoned_uploads, rotate, rotate_remote
 from chrono_ci.retention.policy import Decision
 from chrono_ci.source import supabase_checks
 from chrono_ci.source.target import DatabaseTarget, probe_server
@@ -49,6 +43,7 @@ from chrono_ci.source.tools import choose_pg_tools
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
+from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
 from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
 from chrono_ci.verify.scratch import restore_verify
 

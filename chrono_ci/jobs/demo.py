@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chrono_ci.archive.names import Manifest
+from chrono_ci.archive.manifest import Manifest
 from chrono_ci.report.console import Reporter
 from chrono_ci.source.embedded import EmbeddedServer
 from chrono_ci.source.target import connect, parse_database_url

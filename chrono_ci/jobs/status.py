@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from chrono_ci.archive.names import ArchiveName, Manifest
+from chrono_ci.archive.manifest import Manifest
+from chrono_ci.archive.names import ArchiveName
 from chrono_ci.archive.provenance import entry_fields, metadata_fields, vet
 from chrono_ci.archive.safefile import regular_file_size
 from chrono_ci.archive.signing import SigningKey

@@ -25,8 +25,8 @@ from psycopg import pq
 from chrono_ci.config.settings import Compression
 from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
+from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
 from chrono_ci.pipeline.sqlscan import CopyData, CopyEnd
-from chrono_ci.pipeline.stream import ArchiveContents, Decryptor, read_archive
 from chrono_ci.restore.session import (
     ConnectionLost,
     ServerSession,

@@ -8,15 +8,16 @@ with its reasons.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from chrono_ci.archive.names import Manifest
+from chrono_ci.archive.manifest import Manifest
+from chrono_ci.archive.names import ArchiveName
 from chrono_ci.archive.provenance import Vetted, vet_bucket, vet_folder
 from chrono_ci.archive.signing import SigningKey
 from chrono_ci.errors import ChronoError
-from chrono_ci.pipeline.fanout import abort_abandoned_uploads, apply_remote_retention
 from chrono_ci.report.console import Reporter
 from chrono_ci.retention.policy import Decision, RetentionPolicy, plan_retention
 from chrono_ci.storage.base import Storage
@@ -157,3 +158,59 @@ def prune(
             done = rotate(folder, manifest, group, [], policy, now, reporter, key=key, dry_run=dry_run, report=False)
             result.removed += done.removed
     return result
+
+
+# A multipart upload this old under our prefix, with an archive's name, is a killed run's: no backup's upload
+# lasts that long without finishing (parts of several GB go up in minutes), and a younger one may be a run going.
+ABANDONED_UPLOAD_AGE = timedelta(hours=1)
+
+
+def abort_abandoned_uploads(storage: Storage, reporter: Reporter, now: datetime | None = None) -> None:
+    """Abort the multipart uploads killed runs left under our prefix, whether a run recorded them or not: our
+    archive names, started more than ABANDONED_UPLOAD_AGE ago. Parts are billed until aborted."""
+    sweep = getattr(storage, "abort_stale_uploads", None)
+    if sweep is None:
+        return
+    try:
+        aborted: list[str] = sweep(ABANDONED_UPLOAD_AGE, named=lambda key: ArchiveName.parse(key) is not None, now=now)
+    except ChronoError as error:
+        reporter.warn(f"unfinished uploads in {storage.url} could not be listed or aborted: {error.message}")
+        return
+    if aborted:
+        reporter.info(f"aborted {len(aborted)} unfinished upload(s) an interrupted run left: {', '.join(aborted)}")
+
+
+def apply_remote_retention(
+    vetted: list[Vetted],
+    storage: Storage,
+    policy: RetentionPolicy,
+    now: datetime,
+    kind: str,
+    source: str,
+    just_made: str,
+    *,
+    dry_run: bool = False,
+    warn: Callable[[str], None] = lambda _message: None,
+) -> tuple[list[Decision], list[Decision]]:
+    """Retention on one remote group (kind, source) of the trusted objects in `vetted`. Objects under object
+    lock are reported as kept."""
+    from chrono_ci.storage.s3.store import ObjectLocked
+
+    refs = [v.ref for v in vetted if v.ref is not None and v.ref.kind == kind and v.ref.database == source]
+    plan = plan_retention(refs, policy, now, just_made=[just_made])
+    removed: list[Decision] = []
+    kept = list(plan.keep)
+    for decision in plan.remove:
+        if dry_run:
+            removed.append(decision)
+            continue
+        try:
+            storage.delete(decision.archive.key)
+        except ObjectLocked:
+            kept.append(Decision(decision.archive, True, ("protected by object lock",)))
+            continue
+        except ChronoError as error:
+            warn(f"could not remove {decision.archive.key} from {storage.url}: {error.message}")
+            continue
+        removed.append(decision)
+    return kept, removed

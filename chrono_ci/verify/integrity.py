@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from chrono_ci.config.settings import Compression
 from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
-from chrono_ci.pipeline.stream import ArchiveContents, Decryptor, read_archive
+from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
 
 
 @dataclass(frozen=True)

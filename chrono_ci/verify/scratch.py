@@ -14,7 +14,7 @@ from typing import Any
 
 from chrono_ci.config.settings import Compression
 from chrono_ci.errors import ChronoError, RestoreFailed, VerificationFailed
-from chrono_ci.pipeline.stream import Decryptor
+from chrono_ci.pipeline.read import Decryptor
 from chrono_ci.restore.replay import CountMismatch, Expected, MissingExtensions, replay_archive
 from chrono_ci.source.embedded import EmbeddedServer
 from chrono_ci.source.target import DatabaseTarget, connect, parse_database_url
