@@ -40,7 +40,8 @@ from urllib.parse import quote
 
 from chrono_ci.config.settings import OPTIONS
 from chrono_ci.source.embedded import EmbeddedServer
-from chrono_ci.source.target import DatabaseTarget, PgTools, choose_pg_tools, connect, parse_database_url, probe_server
+from chrono_ci.source.target import DatabaseTarget, connect, parse_database_url, probe_server
+from chrono_ci.source.tools import PgTools, choose_pg_tools
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -1249,7 +1250,7 @@ S3_PHASES = {
 def s3_scenario(ctx: Context) -> ScenarioResult:
     from chrono_ci.pipeline.fanout import QUEUE_CHUNKS
     from chrono_ci.storage.base import CHUNK_SIZE
-    from chrono_ci.storage.s3.store import DEFAULT_PART_SIZE
+    from chrono_ci.storage.s3.config import DEFAULT_PART_SIZE
 
     db = ctx.database(ctx.args.scale)
     env = db.target.libpq_env()

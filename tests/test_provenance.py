@@ -30,7 +30,8 @@ from chrono_ci.archive.provenance import MIN_ARCHIVE_BYTES, Fields, vet
 from chrono_ci.archive.signing import SigningKey
 from chrono_ci.report.console import Reporter
 from chrono_ci.retention.apply import abort_abandoned_uploads
-from chrono_ci.storage.s3.store import S3Config, S3Storage
+from chrono_ci.storage.s3.config import S3Config
+from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.postgres import CliResult, PgServer
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.sample import SAMPLE_SQL

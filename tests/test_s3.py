@@ -27,12 +27,14 @@ import pytest
 from botocore.exceptions import ResponseStreamingError
 from botocore.stub import Stubber
 
-import chrono_ci.storage.s3.store as s3_module
+import chrono_ci.storage.s3.upload as s3_module
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage
-from chrono_ci.storage.s3.store import MIN_PART_SIZE, ObjectLocked, S3Config, S3Storage, parse_s3_url
+from chrono_ci.storage.s3.config import MIN_PART_SIZE, S3Config, parse_s3_url
+from chrono_ci.storage.s3.errors import ObjectLocked
+from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.seaweedfs import SeaweedFS
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}

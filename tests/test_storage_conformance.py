@@ -18,7 +18,8 @@ import pytest
 from chrono_ci.storage import ObjectInfo, ObjectNotFound, Storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage
-from chrono_ci.storage.s3.store import MIN_PART_SIZE, S3Config, S3Storage
+from chrono_ci.storage.s3.config import MIN_PART_SIZE, S3Config
+from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.seaweedfs import SeaweedFS
 
 # S3's smallest part, so that a modest object already takes the multipart path.

@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
-from chrono_ci.storage.s3.store import S3Config, S3Storage
+from chrono_ci.storage.s3.config import S3Config
+from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.github import FakeArtifactService, make_artifact_storage
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.fixtures.seaweedfs import SeaweedFS

@@ -380,7 +380,7 @@ def _parse_uploads(raw: str, label: str) -> tuple[str, ...]:
 
 
 def _parse_s3_url(raw: str, label: str) -> str:
-    from chrono_ci.storage.s3.store import parse_s3_url
+    from chrono_ci.storage.s3.config import parse_s3_url
 
     value = raw.strip()
     try:

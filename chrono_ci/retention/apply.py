@@ -194,7 +194,7 @@ def apply_remote_retention(
 ) -> tuple[list[Decision], list[Decision]]:
     """Retention on one remote group (kind, source) of the trusted objects in `vetted`. Objects under object
     lock are reported as kept."""
-    from chrono_ci.storage.s3.store import ObjectLocked
+    from chrono_ci.storage.s3.errors import ObjectLocked
 
     refs = [v.ref for v in vetted if v.ref is not None and v.ref.kind == kind and v.ref.database == source]
     plan = plan_retention(refs, policy, now, just_made=[just_made])
