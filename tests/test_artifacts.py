@@ -26,12 +26,8 @@ from typing import Any
 import pytest
 
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
-from chrono_ci.storage.artifacts.store import (
-    FORBIDDEN_NAME_CHARACTERS,
-    ArtifactStorage,
-    default_artifact_name,
-    validate_artifact_name,
-)
+from chrono_ci.storage.artifacts.naming import FORBIDDEN_NAME_CHARACTERS, default_artifact_name, validate_artifact_name
+from chrono_ci.storage.artifacts.store import ArtifactStorage
 from chrono_ci.storage.base import CHUNK_SIZE
 from tests.fixtures.github import SERVICE_PREFIX, FakeArtifactService, FakeJob, make_artifact_storage, make_token
 

@@ -286,7 +286,8 @@ def open_destinations(
             abort_abandoned_uploads(storage, reporter)
             destinations.append(Destination("s3", storage))
         elif upload == "artifact":
-            from chrono_ci.storage.artifacts.store import ArtifactStorage, default_artifact_name
+            from chrono_ci.storage.artifacts.naming import default_artifact_name
+            from chrono_ci.storage.artifacts.store import ArtifactStorage
 
             name = artifact_name or default_artifact_name(
                 kind if series == "backup" else f"{kind}-{series}", target.dbname, environ
