@@ -48,7 +48,7 @@ _PRINTF = re.compile(r"%[-+ #0-9.]*[sdrifx]")  # logging's lazy placeholders
 # A stale entry fails test_the_allow_list_names_only_existing_messages, so the list cannot rot.
 ALLOWED: dict[str, str] = {
     # --- internal: no setting, input or command can make chrono-ci print these ---
-    "chrono_ci/cli/app.py: unexpected {}": "the body of the heartbeat's failure ping for a bug; the bug itself is "
+    "chrono_ci/cli/backup.py: unexpected {}": "the body of the heartbeat's failure ping for a bug; the bug itself is "
     "re-raised (exit 1, traceback with --debug)",
     "chrono_ci/crypto/age.py: Encrypting needs either age recipients or a passphrase, and not both.": "API guard: "
     "settings refuses both first (`... are both set.`) and encrypts only when one is set",
@@ -72,24 +72,24 @@ ALLOWED: dict[str, str] = {
     "guard: the block size is not a setting",
     "chrono_ci/storage/local.py: Invalid object name for a local folder: {}.": "API guard: local object names are "
     "archive names chrono-ci made",
-    "chrono_ci/storage/s3/store.py: {} in {} is protected by {} and cannot be deleted yet.": "ObjectLocked is caught: "
+    "chrono_ci/storage/s3/errors.py: {} in {} is protected by {} and cannot be deleted yet.": "ObjectLocked is caught: "
     "remote retention keeps the archive ('protected by object lock'), and removing a failed archive ignores it",
-    "chrono_ci/storage/s3/store.py: S3 part_size={} is outside what S3 accepts.": "API guard: S3Config.from_env leaves "
-    "the part size, attempts and timeouts at their defaults",
-    "chrono_ci/storage/s3/store.py: S3 max_attempts={} must be at least 1.": "as above",
-    "chrono_ci/storage/s3/store.py: S3 connect_timeout and read_timeout must be positive numbers of seconds.": "as "
+    "chrono_ci/storage/s3/config.py: S3 part_size={} is outside what S3 accepts.": "API guard: S3Config.from_env "
+    "leaves the part size, attempts and timeouts at their defaults",
+    "chrono_ci/storage/s3/config.py: S3 max_attempts={} must be at least 1.": "as above",
+    "chrono_ci/storage/s3/config.py: S3 connect_timeout and read_timeout must be positive numbers of seconds.": "as "
     "above",
-    "chrono_ci/restore/replay.py: line {}: the server did not start taking COPY data.": "protocol guard: the server "
+    "chrono_ci/restore/session.py: line {}: the server did not start taking COPY data.": "protocol guard: the server "
     "answers a `COPY ... FROM stdin` it accepted with CopyInResponse; anything else was an error, reported as such",
     # --- pass-throughs: no text of their own; what they print is a message documented where it is made ---
     "chrono_ci/verify/integrity.py: {}": "Check('decryption' / 'decompression', False, exc.message): an AgeError or "
     "VerificationFailed message",
-    "chrono_ci/cli/app.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`) and printed checks "
-    "(`NAME: DETAIL`)",
+    "chrono_ci/jobs/backup_all.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`)",
+    "chrono_ci/cli/command.py: {}: {}": "printed checks (`NAME: DETAIL`)",
     "chrono_ci/restore/run.py: {}": "each of plan.problems, collected from `problems.append(...)`",
-    "chrono_ci/cli/app.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
+    "chrono_ci/cli/backup.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
     "chrono_ci/archive/safefile.py, documented where it is raised",
-    "chrono_ci/config/settings.py: {}: {}": "`S3_URL: ` + a parse_s3_url() message",
+    "chrono_ci/config/parsers.py: {}: {}": "`S3_URL: ` + a parse_s3_url() message",
     "chrono_ci/action/main.py: {}": "the Action's annotations of a note, or of a run's error message",
     "chrono_ci/action/main.py: {}: {}": "the Action's annotation of a `backup all` failure: `KIND: MESSAGE`",
 }

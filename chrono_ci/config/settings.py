@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chrono_ci.archive.signing import SIGNING_KEY_ENV, SigningKey, signing_key_from
+from chrono_ci.config.parsers import (
+    parse_bool,
+    parse_choice,
+    parse_count,
+    parse_positive_int,
+    parse_s3_url_setting,
+    parse_uploads,
+)
 from chrono_ci.errors import ConfigError
 from chrono_ci.retention.policy import RetentionPolicy
 from chrono_ci.source.target import DatabaseTarget, parse_database_url
@@ -21,43 +29,6 @@ Compression = Literal["zstd", "gzip", "none"]
 VerifyLevel = Literal["check", "restore"]
 COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
 VERIFY_LEVELS: tuple[VerifyLevel, ...] = ("check", "restore")
-UPLOAD_TARGETS = ("s3", "artifact")
-
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
-
-def parse_bool(raw: str, label: str) -> bool:
-    word = raw.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ConfigError(
-        f"{label}={raw!r} is not a boolean.",
-        hint=f"Use one of: {', '.join(sorted(TRUE_WORDS | FALSE_WORDS))}.",
-    )
-
-
-def parse_positive_int(raw: str, label: str) -> int:
-    text = raw.strip()
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = None
-    if value is None or value < 1 or not text.lstrip("+").isdigit():
-        raise ConfigError(
-            f"{label}={raw!r} is not a positive whole number.",
-            hint=f"Set {label} to a whole number of 1 or more, for example {label}=30.",
-        )
-    return value
-
-
-def parse_choice(raw: str, label: str, choices: tuple[str, ...]) -> str:
-    word = raw.strip().lower()
-    if word not in choices:
-        raise ConfigError(f"{label}={raw!r} is not one of {', '.join(choices)}.", hint=f"Set {label} to one of those.")
-    return word
 
 
 @dataclass(frozen=True)
@@ -194,8 +165,8 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
     level = take("compression_level", lambda raw, label: _parse_level(raw, label, compression), None)
     verify: VerifyLevel = take("verify", lambda raw, label: parse_choice(raw, label, VERIFY_LEVELS), "check")
     pg_bin_dir = take("pg_bin_dir", lambda raw, _label: Path(raw).expanduser(), None)
-    s3_url = take("s3_url", _parse_s3_url, None)
-    uploads: tuple[str, ...] = take("upload", _parse_uploads, ("s3",) if s3_url else ())
+    s3_url = take("s3_url", parse_s3_url_setting, None)
+    uploads: tuple[str, ...] = take("upload", parse_uploads, ("s3",) if s3_url else ())
     if "s3" in uploads and not s3_url:
         raise ConfigError(
             f"{sources['upload']} asks for an S3 upload but S3_URL is not set.",
@@ -353,41 +324,6 @@ def _signing_key(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Signi
         return signing_key_from("")
     raw, label = _pick("signing_key", cli, env)
     return signing_key_from(raw, label)
-
-
-def parse_count(raw: str, label: str) -> int:
-    """A whole number >= 0 (0 turns a GFS rule off)."""
-    text = raw.strip()
-    if not text.isdigit():
-        raise ConfigError(
-            f"{label}={raw!r} is not a whole number of 0 or more.",
-            hint=f"Set {label} to a whole number, for example {label}=7 (0 turns the rule off).",
-        )
-    return int(text)
-
-
-def _parse_uploads(raw: str, label: str) -> tuple[str, ...]:
-    words = [word.strip().lower() for word in raw.replace(" ", ",").split(",") if word.strip()]
-    if words == ["none"]:
-        return ()
-    unknown = [word for word in words if word not in UPLOAD_TARGETS]
-    if unknown or not words:
-        raise ConfigError(
-            f"{label}={raw!r}: unknown upload target {', '.join(unknown) or '(empty)'}.",
-            hint="Use none, s3, artifact, or s3,artifact.",
-        )
-    return tuple(dict.fromkeys(words))
-
-
-def _parse_s3_url(raw: str, label: str) -> str:
-    from chrono_ci.storage.s3.config import parse_s3_url
-
-    value = raw.strip()
-    try:
-        parse_s3_url(value)
-    except ConfigError as error:
-        raise ConfigError(f"{label}: {error.message}", hint=error.hint) from None
-    return value
 
 
 def _parse_level(raw: str, label: str, compression: Compression) -> int:

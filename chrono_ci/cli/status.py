@@ -1,0 +1,141 @@
+"""`chrono-ci status`: the newest good backup of each database, its age, size, proof and copies (exit 7 if
+stale)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC
+from typing import Annotated
+
+import typer
+
+from chrono_ci.cli.command import State, cli_values, guarded
+from chrono_ci.cli.options import BackupDir
+from chrono_ci.config.settings import resolve_settings
+from chrono_ci.errors import ExitCode
+from chrono_ci.jobs.status import Copy, StatusReport, format_duration
+from chrono_ci.report.console import Reporter, human_size
+
+
+def print_status(report: StatusReport, reporter: Reporter, location: str) -> None:
+    """The human report: one block per database, then the totals and a one-line verdict."""
+    limit = f" (max age {format_duration(report.max_age)})" if report.max_age is not None else ""
+    reporter.step(f"status of {location}{limit}")
+    for status in report.databases:
+        name = status.database or "?"
+        reporter.step(f"{status.kind} {name} ({status.source or 'unknown source'})")
+        newest = status.newest
+        if newest is not None and status.age is not None:
+            stamp = newest.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+            line = f"newest good backup: {newest.file}, {format_duration(status.age)} ago ({stamp} UTC)"
+            (reporter.info if status.stale else reporter.ok)(line)
+            sql = f" ({human_size(newest.raw_size_bytes)} of SQL)" if newest.raw_size_bytes is not None else ""
+            if newest.verified_ok is None:
+                proof = "not recorded here"
+            else:
+                proof = f"{newest.verified_level or '?'} {'ok' if newest.verified_ok else 'FAILED'}"
+            record = {"valid": "signed", "unchecked": "signed (no key to check it)"}.get(newest.signature, "unsigned")
+            reporter.info(f"size {human_size(newest.size_bytes)}{sql}; verified: {proof}; record: {record}")
+            reporter.info("stored: " + ", ".join(_copy_text(copy) for copy in newest.copies))
+        reporter.info(f"{status.good} good, {status.failed} failed, {human_size(status.total_bytes)} stored")
+        if len(status.trend.points) > 1:
+            measure = "SQL size" if status.trend.measure == "sql" else "size"
+            sizes = " ".join(human_size(size).replace(" ", "") for _, size in status.trend.points)
+            change = status.trend.change
+            against = f" ({change:+.0%} against the median before)" if change is not None else ""
+            reporter.info(f"trend ({measure}, last {len(status.trend.points)}, oldest first): {sizes}{against}")
+        for problem in status.problems:
+            (reporter.fail if problem.level == "error" else reporter.warn)(problem.message)
+    reporter.step("summary")
+    for problem in report.problems:
+        (reporter.fail if problem.level == "error" else reporter.warn)(problem.message)
+    used = "; ".join(f"{target}: {human_size(size)}" for target, size in sorted(report.stored_bytes.items()))
+    reporter.info(f"{report.archives} archive(s), safety backups included; {used or 'nothing stored'}")
+    if report.unlisted:
+        reporter.info(f"{report.unlisted} file(s) with chrono-ci names are not described by any metadata (ignored)")
+    warnings = sum(1 for d in report.databases for p in d.problems if p.level == "warning")
+    tail = f", {warnings} warning(s)" if warnings else ""
+    count = len(report.databases)
+    if not report.ok:
+        bad = sum(1 for d in report.databases if not d.ok)
+        reporter.line(
+            f"{bad} of {count} database(s) FAILED the status check{tail}."
+            if count
+            else f"No good backup found in {location}."
+        )
+    elif report.max_age is not None:
+        reporter.line(
+            f"All {count} database(s) have a good backup younger than {format_duration(report.max_age)}{tail}."
+        )
+    else:
+        reporter.line(f"All {count} database(s) have a good backup (age not checked: no --max-age){tail}.")
+
+
+def _copy_text(copy: Copy) -> str:
+    text = copy.target if copy.target == "local" else f"{copy.target} {copy.where}"
+    return text if copy.ok else f"{text} FAILED ({copy.error or 'unknown error'})"
+
+
+def status(
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            metavar="DURATION",
+            help="Exit 7 when any database's newest good backup is older than this: 26h, 90m, 7d, 1d12h.",
+        ),
+    ] = None,
+    where: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="local|s3",
+            help="local: BACKUP_DIR and its backup_metadata.json; s3: the objects under S3_URL.",
+        ),
+    ] = "local",
+    backup_dir: BackupDir = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The same as the global --json.")] = False,
+) -> None:
+    """Newest good backup of each database: age, size, verification, copies, size trend (exit 7 if stale)."""
+    cli = cli_values({"backup_dir": backup_dir})
+    State.json_mode = State.json_mode or json_output
+
+    def body(reporter: Reporter) -> int:
+        from datetime import UTC, datetime
+
+        from chrono_ci.errors import ConfigError
+        from chrono_ci.jobs.status import build_status, parse_duration
+        from chrono_ci.jobs.status_loaders import from_folder, from_s3
+
+        limit = parse_duration(max_age, "--max-age") if max_age is not None else None
+        origin = where.strip().lower()
+        if origin == "s3":
+            url = os.environ.get("S3_URL", "").strip()
+            if not url:
+                raise ConfigError(
+                    "S3_URL is not set: `status --from s3` needs the bucket and prefix to read.",
+                    hint="Set S3_URL=s3://BUCKET/PREFIX and the S3_* and AWS_* variables the backup job uses.",
+                )
+            from chrono_ci.storage.s3.store import S3Storage
+
+            reporter.add_secrets(os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+            from chrono_ci.archive.signing import signing_key_from_env
+
+            key = signing_key_from_env(os.environ)
+            reporter.add_secrets(key.secrets() if key is not None else [])
+            storage = S3Storage.from_env(url)
+            location, archives = storage.url, from_s3(storage, key)
+        elif origin == "local":
+            settings = resolve_settings(cli)
+            reporter.add_secrets(settings.secrets())
+            folder = settings.backup_dir
+            location, archives = str(folder), from_folder(folder, settings.signing_key)
+        else:
+            raise ConfigError(f"--from={where!r} is not one of local, s3.", hint="Use --from local or --from s3.")
+        report = build_status(archives, datetime.now(UTC), limit)
+        print_status(report, reporter, location)
+        if State.json_mode:
+            reporter.emit_json({**report.as_dict(), "from": origin, "location": location})
+        return 0 if report.ok else int(ExitCode.VERIFY)
+
+    guarded(body)

@@ -1,0 +1,62 @@
+"""Backing up several databases in one run (`backup all`): each kind in turn, going on after a failure, and the
+summary of what was made and what is in the folder."""
+
+from __future__ import annotations
+
+from chrono_ci.archive.manifest import Manifest
+from chrono_ci.config.settings import Settings
+from chrono_ci.errors import ChronoError
+from chrono_ci.jobs.backup import BackupResult, run_backup
+from chrono_ci.report.console import Reporter, human_size
+
+
+def run_kinds(
+    settings: Settings,
+    kinds: list[str],
+    optional: set[str],
+    results: list[BackupResult],
+    failures: list[tuple[str, ChronoError]],
+    reporter: Reporter,
+) -> None:
+    for kind in kinds:
+        if kind in optional and (settings.supabase if kind == "supabase" else settings.database) is None:
+            reporter.step(f"{kind}: skipped")
+            reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
+            continue
+        reporter.step(f"{kind} backup")
+        # Artifact names are unique per workflow run: two archives in one run need two names.
+        artifact_name = settings.artifact_name
+        if artifact_name and len(kinds) > 1:
+            artifact_name = f"{artifact_name}-{kind}"
+        try:
+            results.append(run_backup(settings, kind, reporter, artifact_name=artifact_name))
+        except ChronoError as error:
+            if len(kinds) == 1:
+                raise
+            reporter.fail(f"{kind} backup failed")
+            reporter.error(error)
+            failures.append((kind, error))
+
+
+def print_summary(
+    settings: Settings,
+    results: list[BackupResult],
+    failures: list[tuple[str, ChronoError]],
+    reporter: Reporter,
+) -> None:
+    reporter.step("summary")
+    for result in results:
+        reporter.ok(f"{result.kind}: {result.entry['file']} ({human_size(result.entry['size_bytes'])}), verified")
+    for kind, error in failures:
+        reporter.fail(f"{kind}: {error.message.splitlines()[0]}")
+    try:
+        entries = Manifest(settings.backup_dir).read()
+    except ChronoError:
+        entries = []
+    present = [e for e in entries if (settings.backup_dir / e["file"]).is_file()]
+    total = sum(int(e.get("size_bytes", 0)) for e in present)
+    reporter.info(f"{len(present)} archive(s) in {settings.backup_dir}, {human_size(total)} in all")
+    if failures:
+        reporter.line(f"{len(failures)} of {len(failures) + len(results)} backup(s) FAILED")
+    else:
+        reporter.line(f"All {len(results)} backup(s) succeeded and were verified.")
