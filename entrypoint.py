@@ -2,7 +2,7 @@
 
 Run as `/usr/local/bin/python -I /app/entrypoint.py`: an absolute interpreter, because the runner passes the
 workflow's PATH into the container and it may name nothing that exists here. Everything else lives in
-chrono_ci.action.main.
+chrono_ci.action.
 """
 
 import sys

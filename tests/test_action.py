@@ -27,7 +27,14 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from chrono_ci.action import main as action
+from chrono_ci.action import inputs as action_inputs
+from chrono_ci.action import main as action_main
+from chrono_ci.action import outputs as action_outputs
+from chrono_ci.action import plan as action_plan
+from chrono_ci.action import runs as action_runs
+from chrono_ci.action import summary as action_summary
+from chrono_ci.action import workflow as action_workflow
+from chrono_ci.errors import ConfigError
 from chrono_ci.source.embedded import free_port
 from tests.fixtures.postgres import TEST_PASSWORD, PgServer
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
@@ -467,7 +474,7 @@ def test_connection_refused_fails_the_step_with_an_annotation(run_action: Callab
     assert "Connection refused" in unescape(message) and f"hint: {hint}" in unescape(message)
     assert "\n" not in errors[0] and "%0A" in message
     assert run.outputs["ok"] == "false" and run.outputs["exit-code"] == "3"
-    assert "❌" in run.summary and action.cell(hint) in run.summary
+    assert "❌" in run.summary and action_summary.cell(hint) in run.summary
 
 
 @pytest.mark.parametrize(
@@ -531,7 +538,7 @@ def test_docker_run_style_cli_through_the_entrypoint(sample_url: str, tmp_path: 
         for key, value in os.environ.items()
         if not key.startswith(("PG", "BACKUP_", "GITHUB_", "INPUT_", "DATABASE_URL", "SUPABASE"))
     }
-    env.update({"DATABASE_URL": sample_url, "PATH": "utter-nonsense", action.IMAGE_BACKUP_DIR_ENV: str(volume)})
+    env.update({"DATABASE_URL": sample_url, "PATH": "utter-nonsense", action_plan.IMAGE_BACKUP_DIR_ENV: str(volume)})
     done = subprocess.run(
         [sys.executable, "-I", str(ENTRYPOINT), "backup", "all"],
         env=env,
@@ -601,10 +608,10 @@ def _waiting_on_lock(server: PgServer, database: str) -> bool:
 
 
 def test_entrypoint_mode_choice() -> None:
-    assert action.in_action({"GITHUB_ACTIONS": "true", "INPUT_COMMAND": "backup"}, [])
-    assert not action.in_action({"GITHUB_ACTIONS": "true", "INPUT_COMMAND": "backup"}, ["backup", "all"])
-    assert not action.in_action({"GITHUB_ACTIONS": "true"}, [])
-    assert not action.in_action({"INPUT_COMMAND": "backup"}, [])
+    assert action_main.in_action({"GITHUB_ACTIONS": "true", "INPUT_COMMAND": "backup"}, [])
+    assert not action_main.in_action({"GITHUB_ACTIONS": "true", "INPUT_COMMAND": "backup"}, ["backup", "all"])
+    assert not action_main.in_action({"GITHUB_ACTIONS": "true"}, [])
+    assert not action_main.in_action({"INPUT_COMMAND": "backup"}, [])
 
 
 # --- the pieces -----------------------------------------------------------------------------------------------------
@@ -613,50 +620,50 @@ def test_entrypoint_mode_choice() -> None:
 def test_output_file_forms_round_trip(tmp_path: Path) -> None:
     target = tmp_path / "out"
     values = {"ok": "true", "files": "a.sql.zst\nb.sql.zst", "result-json": '{"a": "x=y<<z"}', "removed": ""}
-    action.write_outputs(str(target), values)
-    action.write_outputs(str(target), {"paths": "ghadelimiter_x\n"})
+    action_outputs.write_outputs(str(target), values)
+    action_outputs.write_outputs(str(target), {"paths": "ghadelimiter_x\n"})
     text = target.read_text()
     assert "ok=true\n" in text and re.search(r"^files<<ghadelimiter_[0-9a-f-]{36}$", text, re.M)
     assert parse_output_file(text) == {**values, "paths": "ghadelimiter_x\n"}
     with pytest.raises(ValueError, match="not declared"):
-        action.write_outputs(str(target), {"undeclared": "x"})
+        action_outputs.write_outputs(str(target), {"undeclared": "x"})
 
 
 def test_workflow_command_escaping() -> None:
-    assert action.command_line("error", "50% done\r\nnext", title="a: b, c") == (
+    assert action_workflow.command_line("error", "50% done\r\nnext", title="a: b, c") == (
         "::error title=a%3A b%2C c::50%25 done%0D%0Anext"
     )
-    assert action.command_line("add-mask", "p%40ss") == "::add-mask::p%2540ss"
+    assert action_workflow.command_line("add-mask", "p%40ss") == "::add-mask::p%2540ss"
 
 
 def test_url_secrets_cover_every_spelling_of_the_password() -> None:
     url = f"postgresql://backup:{quote(TEST_PASSWORD, safe='')}@db:5432/app?sslmode=require"
-    found = action.url_secrets(url)
+    found = action_workflow.url_secrets(url)
     assert url in found and TEST_PASSWORD in found and quote(TEST_PASSWORD, safe="") in found
     # Not percent-encoded as it should be: still masked as written.
-    assert "pa@ss#1" in action.url_secrets("postgresql://u:pa@ss#1@db/app")
-    assert action.url_secrets("postgresql://db/app") == ["postgresql://db/app"]
+    assert "pa@ss#1" in action_workflow.url_secrets("postgresql://u:pa@ss#1@db/app")
+    assert action_workflow.url_secrets("postgresql://db/app") == ["postgresql://db/app"]
 
 
 def test_booleans_follow_the_toolkit() -> None:
     for word in ("true", "True", "TRUE"):
-        assert action.parse_bool(word, "x") is True
+        assert action_inputs.parse_bool(word, "x") is True
     for word in ("false", "False", "FALSE"):
-        assert action.parse_bool(word, "x") is False
+        assert action_inputs.parse_bool(word, "x") is False
     for word in ("yes", "1", "on", "tRUE", ""):
-        with pytest.raises(action.ConfigError, match="is not a boolean"):
-            action.parse_bool(word, "x")
+        with pytest.raises(ConfigError, match="is not a boolean"):
+            action_inputs.parse_bool(word, "x")
 
 
 def test_sane_path_keeps_the_interpreter_and_drops_nonsense(tmp_path: Path) -> None:
-    path = action.sane_path(f"utter-nonsense:{tmp_path}:/no/such/dir")
+    path = action_plan.sane_path(f"utter-nonsense:{tmp_path}:/no/such/dir")
     folders = path.split(":")
     assert folders[0] == str(Path(sys.executable).parent)
     assert "/usr/bin" in folders and str(tmp_path) in folders
     assert "utter-nonsense" not in folders and "/no/such/dir" not in folders
 
 
-def _fake_run(tables: int, name_length: int = 20) -> action.Run:
+def _fake_run(tables: int, name_length: int = 20) -> action_runs.Run:
     entry = {
         "file": "postgres_backup_2026-01-01_00-00-00.sql.zst",
         "kind": "postgres",
@@ -674,40 +681,40 @@ def _fake_run(tables: int, name_length: int = 20) -> action.Run:
             {"target": "artifact", "artifact_id": 77, "artifact_url": "https://github.com/o/r/a/77", "ok": True},
         ],
     }
-    return action.Run(["backup", "postgres"], 0, {"ok": True, "backups": [entry], "removed": [], "failed": []})
+    return action_runs.Run(["backup", "postgres"], 0, {"ok": True, "backups": [entry], "removed": [], "failed": []})
 
 
-def _plan(tmp_path: Path) -> action.Plan:
-    return action.Plan("backup", [["backup", "postgres"]], {}, tmp_path, tmp_path / "backups")
+def _plan(tmp_path: Path) -> action_plan.Plan:
+    return action_plan.Plan("backup", [["backup", "postgres"]], {}, tmp_path, tmp_path / "backups")
 
 
 def test_summary_stays_under_the_limit_with_a_note(tmp_path: Path) -> None:
-    small = action.fit_summary(_plan(tmp_path), [_fake_run(5)], 0)
+    small = action_summary.fit_summary(_plan(tmp_path), [_fake_run(5)], 0)
     assert "| s.t000004xxxxxxxxxxxxxxxxxxxx | 4 |" in small and "more tables" not in small
     assert "`s3://bucket/p/postgres_backup_2026-01-01_00-00-00.sql.zst`" in small
     assert "[artifact 77](https://github.com/o/r/a/77)" in small
 
-    many = action.fit_summary(_plan(tmp_path), [_fake_run(5000)], 0)
-    assert len(many.encode()) < action.SUMMARY_LIMIT
+    many = action_summary.fit_summary(_plan(tmp_path), [_fake_run(5000)], 0)
+    assert len(many.encode()) < action_summary.SUMMARY_LIMIT
     assert "… 4800 more tables" in many
 
-    huge = action.fit_summary(_plan(tmp_path), [_fake_run(30, name_length=100_000)], 0)
-    assert len(huge.encode()) < action.SUMMARY_LIMIT
+    huge = action_summary.fit_summary(_plan(tmp_path), [_fake_run(30, name_length=100_000)], 0)
+    assert len(huge.encode()) < action_summary.SUMMARY_LIMIT
     assert "Row counts of 30 tables left out" in huge or "summary cut" in huge
 
 
 def test_outputs_from_uploads_and_a_slim_result_json(tmp_path: Path) -> None:
     run = _fake_run(40_000)
-    outputs = action.build_outputs(_plan(tmp_path), [run], 0, run.document or {})
+    outputs = action_outputs.build_outputs(_plan(tmp_path), [run], 0, run.document or {})
     assert outputs["artifact-id"] == "77" and outputs["artifact-url"] == "https://github.com/o/r/a/77"
     assert outputs["s3-uris"] == "s3://bucket/p/postgres_backup_2026-01-01_00-00-00.sql.zst"
-    assert len(outputs["result-json"].encode()) <= action.RESULT_JSON_LIMIT
+    assert len(outputs["result-json"].encode()) <= action_outputs.RESULT_JSON_LIMIT
     slim = json.loads(outputs["result-json"])
     assert slim["backups"][0]["tables"] == {} and slim["backups"][0]["tables_omitted"] == 40_000
 
 
 def test_table_cells_cannot_break_the_summary() -> None:
-    assert action.cell("a|b\n<script>`x`") == "a\\|b &lt;script&gt;'x'"
+    assert action_summary.cell("a|b\n<script>`x`") == "a\\|b &lt;script&gt;'x'"
 
 
 # --- action.yml, the code and the docs agree --------------------------------------------------------------------------
@@ -719,20 +726,22 @@ def _docs() -> str:
 
 def test_every_input_and_output_is_declared_handled_and_documented(action_yml: dict[str, Any]) -> None:
     inputs, outputs = action_yml["inputs"], action_yml["outputs"]
-    assert list(inputs) == list(action.INPUTS), "action.yml inputs and chrono_ci/action/main.py INPUTS differ"
-    assert list(outputs) == list(action.OUTPUTS), "action.yml outputs and chrono_ci/action/main.py OUTPUTS differ"
+    assert list(inputs) == list(action_inputs.INPUTS), "action.yml inputs and chrono_ci/action/inputs.py INPUTS differ"
+    assert list(outputs) == list(action_outputs.OUTPUTS), (
+        "action.yml outputs and chrono_ci/action/outputs.py OUTPUTS differ"
+    )
     source = "".join(path.read_text() for path in sorted((ROOT / "chrono_ci" / "action").glob("*.py")))
     docs = _docs()
     for name, spec in inputs.items():
         assert spec.get("description"), f"input {name} has no description"
         assert f"`{name}`" in docs, f"input {name} is not documented in README.md"
-        handler = action.INPUTS[name]
+        handler = action_inputs.INPUTS[name]
         if handler.env:
             # An empty default lets the workflow's `env:` (the guide's names) apply; a default would hide it.
             assert "default" not in spec, f"input {name} sets {handler.env}: it must have no default"
             assert f"[{handler.env}]" in spec["description"], f"input {name}: say which variable it sets"
         else:
-            assert str(spec.get("default", "")) == action.ACTION_DEFAULTS.get(name, ""), name
+            assert str(spec.get("default", "")) == action_inputs.ACTION_DEFAULTS.get(name, ""), name
             assert source.count(f'"{name}"') >= 2, f"input {name} is declared but never read in chrono_ci/action/"
     for name, spec in outputs.items():
         assert spec.get("description"), f"output {name} has no description"
