@@ -87,7 +87,7 @@ def _provenance(
     archive no trusted record vouches for stops here, before it is read."""
     from datetime import UTC, datetime
 
-    from chrono_ci.archive.provenance import judge_archive, provenance_document, require_provenance
+    from chrono_ci.archive.vouching import judge_archive, provenance_document, require_provenance
 
     now = datetime.now(UTC)
     if required:

@@ -8,6 +8,10 @@ readable by the reference `age` tool and by rage (and the other way round).
 Errors are AgeError. Damage (a bad header MAC, a chunk that fails authentication, truncation, trailing data,
 a malformed header) exits VERIFY; a key that does not fit (no identity matches, wrong passphrase, a key that
 does not parse) exits CONFIG. No message ever contains key material or the passphrase.
+
+Why one long module: it is one file format, read against one specification from top to bottom (Bech32 keys,
+the recipient stanzas, the header and its MAC, the STREAM payload), with one way in (Encryptor, Decryptor and
+the key parsers); its parts mean nothing apart from each other.
 """
 
 from __future__ import annotations

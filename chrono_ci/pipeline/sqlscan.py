@@ -8,6 +8,11 @@ through it.
 Speed matters: nearly all of a dump's bytes are COPY data, which is crossed with byte searches (`find`,
 `count`), never looked at one character at a time in Python; statements are crossed with one regular expression
 that jumps from one character that matters to the next.
+
+Why one long module: the scanner is one state machine over SQL's lexical states (normal text, quoted strings,
+E'' strings, dollar quotes, nested comments, COPY data, psql meta-commands), each handing over to the next in the
+middle of a buffer, and the events it emits are its own vocabulary; split apart, no part could be read or checked
+without the others.
 """
 
 from __future__ import annotations

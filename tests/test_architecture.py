@@ -1,0 +1,164 @@
+"""The shape of chrono_ci/: imports point one way, and every module is small enough to read in one sitting.
+
+The import graph is built from the source with `ast`, every import counted wherever it is written: at the top,
+inside a function (the lazy imports that keep start-up light) or under `if TYPE_CHECKING:`. A cycle between two
+chrono_ci modules fails the test with the modules that form it, first to last.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "chrono_ci"
+MAX_LINES = 400
+# A module longer than MAX_LINES says why in its docstring, in a paragraph that starts with this.
+LONG_REASON = "Why one long module:"
+# What must not be loaded just to start the command (`chrono-ci --help`, or any run that does not use them).
+LAZY = ("boto3", "botocore", "cryptography", "urllib.request", "http.client", "chrono_ci.jobs.heartbeat")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported(name: str, tree: ast.Module, known: Iterable[str]) -> set[str]:
+    """The chrono_ci modules `name` imports, anywhere in its source."""
+    known = set(known)
+    package = name if (PACKAGE / Path(*name.split(".")[1:]) / "__init__.py").exists() else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                # `from chrono_ci.restore import supabase` imports the module chrono_ci.restore.supabase.
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {target for target in found if target in known and target != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imported(name, ast.parse(path.read_text(encoding="utf-8")), found) for name, path in found.items()}
+
+
+def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """One cycle (its modules, the first repeated at the end) for each group of modules that import each other."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_cycle_in(group, graph) for group in groups]
+
+
+def _cycle_in(group: list[str], graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """A path from the group's first module back to itself, inside the group."""
+    members = set(group)
+    start = group[0]
+    path = [start]
+    seen = {start}
+    while True:
+        nexts = sorted(set(graph.get(path[-1], ())) & members)
+        if start in nexts:
+            return [*path, start]
+        step = next((n for n in nexts if n not in seen), nexts[0])
+        if step in seen:  # a shorter loop that misses the start: report it as it is
+            return [*path[path.index(step) :], step]
+        path.append(step)
+        seen.add(step)
+
+
+def test_every_module_imports() -> None:
+    for name in modules():
+        if name != "chrono_ci.__main__":  # importing it runs the command
+            importlib.import_module(name)
+
+
+def test_no_import_cycle_between_chrono_ci_modules() -> None:
+    graph = import_graph()
+    assert graph.get("chrono_ci.jobs.backup"), "the graph found no imports"
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join("  " + " -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_cycle_finder_sees_lazy_and_type_checking_imports() -> None:
+    known = {"chrono_ci.a", "chrono_ci.b", "chrono_ci.c", "chrono_ci.pkg", "chrono_ci.pkg.d"}
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from chrono_ci.b import Thing\n"
+        "def later():\n    import chrono_ci.c\n    from chrono_ci.pkg import d\n"
+    )
+    assert imported("chrono_ci.a", ast.parse(source), known) == {"chrono_ci.b", "chrono_ci.c", "chrono_ci.pkg.d"}
+    graph = {"chrono_ci.a": {"chrono_ci.b"}, "chrono_ci.b": {"chrono_ci.c"}, "chrono_ci.c": {"chrono_ci.a"}}
+    assert find_cycles(graph) == [["chrono_ci.a", "chrono_ci.b", "chrono_ci.c", "chrono_ci.a"]]
+    assert find_cycles({"chrono_ci.a": {"chrono_ci.b"}, "chrono_ci.b": set()}) == []
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_a_module_over_the_limit_says_why(name: str) -> None:
+    path = modules()[name]
+    text = path.read_text(encoding="utf-8")
+    lines = len(text.splitlines())
+    if lines <= MAX_LINES:
+        return
+    docstring = ast.get_docstring(ast.parse(text)) or ""
+    reason = docstring.partition(LONG_REASON)[2].strip()
+    assert len(reason) >= 40, (
+        f"{path.relative_to(ROOT)} has {lines} lines (more than {MAX_LINES}): split it by concern, or say in its "
+        f"docstring, in a paragraph starting with {LONG_REASON!r}, why it must stay one module"
+    )
+
+
+def test_no_catch_all_module() -> None:
+    names = {part for name in modules() for part in name.split(".")}
+    assert not names & {"utils", "util", "helpers", "misc", "common"}
+
+
+def test_starting_the_command_loads_none_of_the_heavy_dependencies() -> None:
+    """boto3, cryptography and the heartbeat's HTTP stack cost start-up time and memory: only runs that use them
+    load them (imported inside the functions that need them)."""
+    probe = f"import sys, chrono_ci.cli.app; print(' '.join(m for m in {LAZY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == []
