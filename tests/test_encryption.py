@@ -14,7 +14,7 @@ import zstandard
 
 from chrono_ci.crypto.age import generate_identity
 from tests.fixtures.postgres import CliResult, PgServer
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
 from tests.test_recovery import entries, folder_state, state
 from tests.test_upload import objects, s3_env

@@ -33,7 +33,7 @@ from chrono_ci.retention.apply import abort_abandoned_uploads
 from chrono_ci.storage.s3.config import S3Config
 from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.postgres import CliResult, PgServer
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import SAMPLE_SQL
 from tests.test_backup import tmpfs
 from tests.test_recovery import backed_up, entries, env_for, folder_state, state  # noqa: F401 - a fixture

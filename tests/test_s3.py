@@ -35,7 +35,7 @@ from chrono_ci.storage.local import LocalStorage
 from chrono_ci.storage.s3.config import MIN_PART_SIZE, S3Config, parse_s3_url
 from chrono_ci.storage.s3.errors import ObjectLocked
 from chrono_ci.storage.s3.store import S3Storage
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}
 

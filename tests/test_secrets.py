@@ -16,7 +16,7 @@ import pytest
 
 from chrono_ci.source.embedded import free_port
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import SAMPLE_SQL
 from tests.test_action import ActionRun, action_yml, run_action, runner  # noqa: F401 - fixtures used here
 from tests.test_recovery import entries

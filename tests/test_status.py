@@ -29,7 +29,7 @@ from chrono_ci.jobs.status_loaders import from_folder
 from chrono_ci.storage.s3.config import S3Config
 from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 
 Run = Callable[..., CliResult]
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -20,7 +20,7 @@ from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage
 from chrono_ci.storage.s3.config import MIN_PART_SIZE, S3Config
 from chrono_ci.storage.s3.store import S3Storage
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 
 # S3's smallest part, so that a modest object already takes the multipart path.
 PART_SIZE = MIN_PART_SIZE

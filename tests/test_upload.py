@@ -20,7 +20,7 @@ from chrono_ci.storage.s3.config import S3Config
 from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.github import FakeArtifactService, make_artifact_storage
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
-from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
 
 Run = Callable[..., CliResult]
