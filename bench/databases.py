@@ -17,14 +17,8 @@ from chrono_ci.source.target import DatabaseTarget, connect, parse_database_url,
 from chrono_ci.source.tools import PgTools, choose_pg_tools
 
 URL_ENV = "BENCH_DATABASE_URL"
-
-
 DB_PREFIX = "chrono_bench_s"
-
-
 EVENTS_ROWS_PER_SCALE = 60_000  # scale 50 -> the reference's 3,000,000 rows
-
-
 EVENTS_SQL = """
 CREATE TABLE events AS
 SELECT g AS id, now() - (g || ' seconds')::interval AS ts, md5(g::text) AS h,
@@ -32,8 +26,6 @@ SELECT g AS id, now() - (g || ' seconds')::interval AS ts, md5(g::text) AS h,
                           'payload', md5((g * 7)::text) || md5((g * 13)::text)) AS data
 FROM generate_series(1, {rows}) g
 """
-
-
 # Settings for the throwaway server that only make building the database faster: with wal_level=minimal the
 # CREATE TABLE AS skips WAL, and a large max_wal_size avoids checkpoints in the middle of pgbench -i.
 # None of them changes how pg_dump reads the tables.

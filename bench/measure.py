@@ -187,8 +187,6 @@ def process_cpu_seconds(pid: int, *, children: bool = True) -> float | None:
 # chrono-ci's own log lines, seen on stderr as they happen, split its run into phases without touching its code.
 # Each phase ends when its line appears (the first time); "finished" is the rest, until the exit.
 Markers = Sequence[tuple[str, str]]
-
-
 PHASE_MARKERS: Markers = (
     ("connected", "ok   PostgreSQL "),
     ("dumped", "ok   archive written"),

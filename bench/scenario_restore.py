@@ -32,8 +32,6 @@ from measure import CommandFailed, Markers, Measurement, log, run_chrono, run_pi
 from chrono_ci.source.target import connect
 
 TARGET_VERIFY_RATIO = 1.3
-
-
 # `chrono-ci recovery restore`: its numbered steps and the safety backup's own lines.
 RESTORE_MARKERS: Markers = (
     ("checked", "==> 2. plan"),
@@ -43,8 +41,6 @@ RESTORE_MARKERS: Markers = (
     ("safety_rest", "==> 5. restore"),
     ("restored", "ok   restored "),
 )
-
-
 RESTORE_PHASES = {
     "checked": "start + integrity test (full read)",
     "planned": "plan + confirmation",
@@ -54,25 +50,17 @@ RESTORE_PHASES = {
     "restored": "the restore (one transaction, row counts proven before COMMIT)",
     "finished": "report + exit",
 }
-
-
 SAFETY_PHASES = ("safety_dumped", "safety_checked", "safety_rest")
-
-
 # `chrono-ci recovery test --restore`.
 TEST_MARKERS: Markers = (
     ("checked", "==> restore-verification"),
     ("restored", "ok   restore: "),
 )
-
-
 TEST_PHASES = {
     "checked": "start + integrity test (full read, row counts)",
     "restored": "scratch db + restore + count(*) + drop",
     "finished": "exit",
 }
-
-
 DECOMPRESSORS = {"zstd": ["zstd", "-dc", "-q"], "gzip": ["gzip", "-dc"], "none": ["cat"]}
 
 

@@ -66,8 +66,6 @@ def _empty_prefix(client: S3Client, bucket: str, prefix: str) -> None:
 # What the interpreter costs before any data flows: chrono-ci's modules, then the same plus one S3 client
 # (boto3 and botocore's service model), made the way chrono-ci makes it. No request is sent.
 IMPORTS_ONLY = "import chrono_ci.cli.app, chrono_ci.jobs.backup"
-
-
 IMPORTS_AND_S3_CLIENT = (
     "import chrono_ci.cli.app, chrono_ci.jobs.backup\n"
     "from chrono_ci.storage.s3.store import S3Storage\n"

@@ -30,14 +30,8 @@ class Input:
 
 
 COMMANDS = ("backup", "verify", "restore", "list")
-
-
 DATABASES = ("postgres", "supabase", "all")
-
-
 UPLOAD_TARGETS = ("none", "artifact", "s3")
-
-
 # The same list as action.yml; tests/test_action.py keeps the two (and the docs) in step.
 INPUTS: dict[str, Input] = {
     spec.name: spec
@@ -80,8 +74,6 @@ INPUTS: dict[str, Input] = {
         Input("terminate-sessions", kind="bool"),
     )
 }
-
-
 # What an empty input means for the inputs the Action reads itself (the others fall back to their environment
 # variable, then to chrono-ci's own default, so that a workflow's `env: DATABASE_URL: ...` keeps working).
 ACTION_DEFAULTS = {
@@ -92,16 +84,10 @@ ACTION_DEFAULTS = {
     "allow-unlisted": "false",
     "terminate-sessions": "false",
 }
-
-
 # The runner accepts these for every container action (ActionRunner.cs); they are not ours to reject.
 RUNNER_INPUTS = frozenset({"args", "entrypoint"})
-
-
 # Secrets that may arrive through the workflow's `env:` rather than inputs: masked just the same.
 SECRET_ENV_URLS = ("DATABASE_URL", "SUPABASE_DB_URL", "SCRATCH_DATABASE_URL", "RESTORE_TARGET_URL")
-
-
 SECRET_ENV = (
     "PGPASSWORD",
     "BACKUP_SIGNING_KEY",
@@ -113,11 +99,7 @@ SECRET_ENV = (
     "ACTIONS_RUNTIME_TOKEN",
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
-
-
 TRUE_WORDS = ("true", "True", "TRUE")
-
-
 FALSE_WORDS = ("false", "False", "FALSE")
 
 

@@ -40,8 +40,6 @@ OUTPUTS: tuple[str, ...] = (
     "s3-uris",
     "result-json",
 )
-
-
 # Outputs count against a 1 MB per-job limit: a result with thousands of row counts must not use it up.
 RESULT_JSON_LIMIT = 256 * 1024
 

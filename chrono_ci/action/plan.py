@@ -16,8 +16,6 @@ from chrono_ci.errors import ChronoError, ConfigError, Refused
 
 # Where the image keeps its tools; a workflow's PATH (passed into the container as is) may name none of them.
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-
 IMAGE_BACKUP_DIR_ENV = "CHRONO_CI_DEFAULT_BACKUP_DIR"
 
 

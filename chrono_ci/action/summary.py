@@ -16,11 +16,7 @@ from chrono_ci.report.console import human_size
 
 # The runner refuses a step summary over 1 MiB (and drops it whole); stay clear of it.
 SUMMARY_LIMIT = 1024 * 1024
-
-
 SUMMARY_BUDGET = 900 * 1024
-
-
 ROW_COUNT_LIMITS = (200, 25, 0)
 
 

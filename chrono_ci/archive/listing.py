@@ -20,7 +20,8 @@ from chrono_ci.storage.base import Storage
 def local_rows(backup_dir: Path, checksums: bool, key: SigningKey | None) -> list[dict[str, Any]]:
     """Every archive in the folder; with `checksums`, each file is re-read and compared with the metadata.
 
-    `signature`, `trusted` and `problem` say whether chrono-ci believes the archive's record (see provenance.py).
+    `signature`, `trusted` and `problem` say whether chrono-ci believes the archive's record (see
+    chrono_ci/archive/provenance.py).
     """
     judged = {v.file: v for v in vet_folder(backup_dir, Manifest(backup_dir).read(), key, datetime.now(UTC))}
     rows = []

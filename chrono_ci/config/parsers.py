@@ -6,11 +6,7 @@ from __future__ import annotations
 from chrono_ci.errors import ConfigError
 
 UPLOAD_TARGETS = ("s3", "artifact")
-
-
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-
-
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 

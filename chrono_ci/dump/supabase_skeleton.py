@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 from chrono_ci.dump.sql_quoting import do_block, dollar_tag, quote_ident, quote_literal
 
-# scratch.py names its temporary databases so; the skeleton runs only there.
+# verify/scratch.py names its temporary databases so; the skeleton runs only there.
 SCRATCH_PREFIX = "chrono_verify_"
 
 

@@ -18,17 +18,9 @@ PARTS_TRAILER = {
     "scratch-skeleton": "-- PostgreSQL database dump complete",
     "schema": "-- PostgreSQL database dump complete",
 }
-
-
 NEUTRALISED = "-- [chrono-ci] "
-
-
 HOLD_BACK = 4096  # the data's last bytes, kept back to neutralise its closing \unrestrict line
-
-
 HEADER_SCAN = 64 * 1024
-
-
 _DOLLAR = re.compile(r"\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$")
 
 
@@ -78,8 +70,6 @@ class _Lexer:
 
 
 _GRANT_ON = re.compile(r'^(?:GRANT|REVOKE) .*? ON (?:[A-Z]+ )*"((?:[^"]|"")+)"')
-
-
 _STATEMENT_RULES = (
     # Event triggers need a superuser; Supabase installs its own.
     re.compile(r"^CREATE EVENT TRIGGER "),
@@ -102,8 +92,6 @@ _STATEMENT_RULES = (
     # The CVE-2025-8714 guard lines break older psql builds and every non-psql restorer.
     re.compile(r"^\\(?:un)?restrict "),
 )
-
-
 _FIXED_SCHEMA_EXTENSION = re.compile(r'^(CREATE EXTENSION IF NOT EXISTS "(?:pg_tle|pgsodium)") WITH SCHEMA .*;$')
 
 
@@ -141,14 +129,8 @@ class SchemaRewriter:
 
 
 _CREATE_ROLE = re.compile(r'^CREATE ROLE ("(?:[^"]|"")+");$')
-
-
 _ALTER_ROLE = re.compile(r'^ALTER ROLE ("(?:[^"]|"")+") (.*)$')
-
-
 _GRANT_ROLE = re.compile(r'^GRANT ("(?:[^"]|"")+") TO ("(?:[^"]|"")+")(.*?)(?: GRANTED BY "(?:[^"]|"")+")?;$')
-
-
 _DEFAULT_ATTRIBUTES = re.compile(
     r" (?:NOSUPERUSER|NOCREATEDB|NOCREATEROLE|INHERIT|NOLOGIN|NOREPLICATION|NOBYPASSRLS)(?=[ ;])"
 )

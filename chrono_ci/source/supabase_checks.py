@@ -18,14 +18,8 @@ from chrono_ci.source.supabase_platform import DATA_DUMP_EXCLUDED, data_is_dumpe
 from chrono_ci.source.target import DatabaseTarget, connect
 
 TRANSACTION_POOLER_PORT = 6543
-
-
 DIRECT_HOST = re.compile(r"db\.([a-z0-9]+)\.supabase\.(?:co|com|net|in|red)", re.IGNORECASE)
-
-
 POOLER_HOST = re.compile(r"(?:aws-\d+-)?([a-z0-9-]+)\.pooler\.supabase\.com", re.IGNORECASE)
-
-
 POOLER_USER = re.compile(r"postgres\.([a-z0-9]+)", re.IGNORECASE)
 
 

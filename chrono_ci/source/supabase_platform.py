@@ -15,20 +15,14 @@ SCHEMA_DUMP_EXCLUDED = (
     "graphql_public", "net", "pgmq", "pgsodium", "pgsodium_masks", "pgtle", "repack", "tiger", "tiger_data",
     "timescaledb_*", "_timescaledb_*", "topology", "vault",
 )  # fmt: skip
-
-
 # The data dump leaves out fewer: the rows of auth, storage, cron, net, pgmq and supabase_functions travel.
 DATA_DUMP_EXCLUDED = (
     "information_schema", "pg_*", "graphql", "graphql_public", "pgsodium", "pgsodium_masks", "pgtle", "repack",
     "tiger", "tiger_data", "timescaledb_*", "_timescaledb_*", "topology", "vault", "etl", "extensions",
     "pgbouncer", "realtime", "supabase_migrations", "_analytics", "_realtime", "_supavisor",
 )  # fmt: skip
-
-
 # The platform's own migration history: a new project has its own, which must not be overwritten.
 EXCLUDED_TABLES = ("auth.schema_migrations", "storage.migrations", "supabase_functions.migrations")
-
-
 RESERVED_ROLE = re.compile(
     r"anon|authenticated|authenticator|cli_login_.*|dashboard_user|pgbouncer|postgres|service_role|supabase_.*"
     r"|pgsodium_key.*|pgtle_admin"

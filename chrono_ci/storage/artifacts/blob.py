@@ -31,19 +31,11 @@ from chrono_ci.storage.base import CHUNK_SIZE
 
 # The upload toolkit's buffer size; also what keeps memory bounded, since one block is held at a time.
 DEFAULT_BLOCK_SIZE = 8 << 20
-
-
 # Azure block-blob limits (service version >= 2019-12-12).
 MAX_BLOCK_SIZE = 4000 << 20
-
-
 MAX_BLOCKS = 50_000
-
-
 # Sent on every blob call: any version >= 2019-12-12 takes blocks of up to 4000 MiB.
 AZURE_API_VERSION = "2023-11-03"
-
-
 # What the Azure SDK's retry policy retries on blob calls.
 BLOB_RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 

@@ -22,8 +22,6 @@ FORBIDDEN_PATH_CHARACTERS: Mapping[str, str] = {
     "\r": "carriage return (\\r)",
     "\n": "line feed (\\n)",
 }
-
-
 FORBIDDEN_NAME_CHARACTERS: Mapping[str, str] = {
     **FORBIDDEN_PATH_CHARACTERS,
     "\\": "backslash (\\)",

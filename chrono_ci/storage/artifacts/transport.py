@@ -24,8 +24,6 @@ from typing import IO
 from chrono_ci.storage.artifacts.runtime import is_loopback
 
 RETRY_MULTIPLIER = 1.5
-
-
 # The toolkit throws these socket errors at once instead of retrying: waiting does not fix a firewall.
 _NETWORK_ERRNOS = {
     errno.ECONNRESET: "ECONNRESET",
@@ -33,12 +31,8 @@ _NETWORK_ERRNOS = {
     errno.ECONNREFUSED: "ECONNREFUSED",
     errno.EHOSTUNREACH: "EHOSTUNREACH",
 }
-
-
 # A dropped connection mid-body surfaces as http.client's own exceptions, not as OSError.
 TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
-
-
 NETWORK_HINT = (
     "Make sure the runner can reach all GitHub endpoints: self-hosted runners need outbound HTTPS to the "
     "Actions results and blob storage hosts (listed under domains.actions in https://api.github.com/meta)."

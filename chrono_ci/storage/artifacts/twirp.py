@@ -28,15 +28,9 @@ from chrono_ci.storage.artifacts.transport import (
 )
 
 SERVICE = "github.actions.results.api.v1.ArtifactService"
-
-
 # The toolkit's Twirp retry policy (artifact-twirp-client.ts).
 TWIRP_ATTEMPTS = 5
-
-
 TWIRP_BASE_DELAY = 3.0
-
-
 TWIRP_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 

@@ -189,36 +189,16 @@ class StoredZipWriter:
 
 
 _LOCAL_HEADER, _DESCRIPTOR, _CENTRAL_HEADER = 0x04034B50, 0x08074B50, 0x02014B50
-
-
 _END64, _END64_LOCATOR, _END = 0x06064B50, 0x07064B50, 0x06054B50
-
-
 _ZIP64_VERSION = 45
-
-
 _ZIP64_EXTRA = 0x0001
-
-
 # Any id PKWARE has not assigned; readers skip extra fields they do not know.
 _PADDING_EXTRA = 0x6370
-
-
 _MAX32 = 0xFFFFFFFF
-
-
 NAME_ROOM = 255  # bytes of file name, the longest most file systems allow
-
-
 _LOCAL_FIXED, _CENTRAL_FIXED, _DESCRIPTOR_SIZE = 30, 46, 24
-
-
 _LOCAL_EXTRA, _CENTRAL_EXTRA = 20, 28  # the zip64 extra fields
-
-
 _END64_SIZE, _END64_LOCATOR_SIZE, _END_SIZE = 56, 20, 22
-
-
 _ZIP_OVERHEAD = (
     (_LOCAL_FIXED + _LOCAL_EXTRA + 4 + NAME_ROOM)
     + _DESCRIPTOR_SIZE

@@ -16,41 +16,19 @@ from dataclasses import dataclass
 from chrono_ci.errors import ConfigError
 
 MIB = 1 << 20
-
-
 MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
-
-
 MAX_PART_SIZE = 5 * 1024 * MIB
-
-
 MAX_PARTS = 10_000
-
-
 DEFAULT_PART_SIZE = 8 * MIB
-
-
 # After this many parts the part size doubles: 10,000 parts of 8 MiB would cap an archive at 78 GiB, growing
 # parts lift that to about 480 GiB while memory stays at two parts of the current size.
 PARTS_PER_SIZE_STEP = 2_000
-
-
 # CopyObject refuses sources above 5 GiB; larger objects are copied range by range (UploadPartCopy).
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MIB
-
-
 COPY_PART_SIZE = 512 * MIB
-
-
 MAX_KEY_BYTES = 1024
-
-
 MAX_METADATA_BYTES = 2048  # AWS's limit for all user metadata of one object
-
-
 SSE_MODES = {"aes256": "AES256", "aws:kms": "aws:kms"}
-
-
 STORAGE_CLASSES = frozenset(
     {
         "STANDARD",
@@ -66,14 +44,8 @@ STORAGE_CLASSES = frozenset(
         "EXPRESS_ONEZONE",
     }
 )
-
-
 _BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
-
-
 _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-
-
 _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 

@@ -28,20 +28,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
 _AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch"})
-
-
 _EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "InvalidToken"})
-
-
 _DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
-
-
 _REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "IllegalLocationConstraint"})
-
-
 _BUSY_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "500", "502", "503", "504"}
 )
