@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chrono_ci"
+ARCHITECTURE = ROOT / "ARCHITECTURE.md"
 MAX_LINES = 400
 # A module longer than MAX_LINES says why in its docstring, in a paragraph that starts with this.
 LONG_REASON = "Why one long module:"
@@ -162,3 +163,33 @@ def test_starting_the_command_loads_none_of_the_heavy_dependencies() -> None:
     probe = f"import sys, chrono_ci.cli.app; print(' '.join(m for m in {LAZY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == []
+
+
+def documented_tree(text: str) -> set[str]:
+    """The module paths of ARCHITECTURE.md's tree (the code block under "## The tree"), from their indentation."""
+    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    found: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines()[1:]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0]
+        folders = [(depth, folder) for depth, folder in folders if depth < indent]
+        if name.endswith("/"):
+            folders.append((indent, name.rstrip("/")))
+        elif name.endswith(".py"):
+            found.add("/".join([folder for _, folder in folders] + [name]))
+    return found
+
+
+def test_architecture_md_lists_every_module_and_only_those() -> None:
+    """The tree a newcomer reads first must be the tree there is."""
+    listed = documented_tree(ARCHITECTURE.read_text(encoding="utf-8"))
+    real = {path.relative_to(ROOT).as_posix() for path in PACKAGE.rglob("*.py")}
+    packages_only = {path for path in real if path.endswith("/__init__.py") and path != "chrono_ci/__init__.py"}
+    assert listed >= {"chrono_ci/jobs/backup.py", "chrono_ci/storage/s3/store.py"}, sorted(listed)[:5]
+    assert not (real - packages_only) - listed, (
+        f"missing from ARCHITECTURE.md: {sorted((real - packages_only) - listed)}"
+    )
+    assert not listed - real, f"in ARCHITECTURE.md but not in chrono_ci/: {sorted(listed - real)}"
