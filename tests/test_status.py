@@ -23,8 +23,9 @@ from urllib.parse import quote
 import pytest
 
 from chrono_ci.archive.names import ArchiveName, archive_name
+from chrono_ci.config.parsers import parse_duration
 from chrono_ci.errors import ConfigError
-from chrono_ci.jobs.status import Copy, StatusArchive, build_status, format_duration, parse_duration
+from chrono_ci.jobs.status import Copy, StatusArchive, build_status, format_duration
 from chrono_ci.jobs.status_loaders import from_folder
 from chrono_ci.storage.s3.config import S3Config
 from chrono_ci.storage.s3.store import S3Storage

@@ -1,106 +1,115 @@
-"""The Action's inputs (the same list as action.yml): the chrono-ci setting each one fills and how its value is
-checked, read from the runner's INPUT_<NAME> variables, and the secrets to mask before anything is said."""
+"""The Action's inputs, as action.yml declares them: the settings of the option table that are inputs
+(chrono_ci/config/options.py), between the Action's own inputs (what to do, on which database). Read from the
+runner's INPUT_<NAME> variables and checked with the table's grammar; the secrets to mask come from the table too.
+"""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from chrono_ci.action.workflow import url_secrets
+from chrono_ci.config.options import SETTINGS, Grammar, Setting, secret_variables
+from chrono_ci.config.parsers import INPUT_BOOLEANS, INPUT_PREFIX, did_you_mean, parse_choice, shown
+from chrono_ci.config.parsers import parse_bool as parse_any_bool
 from chrono_ci.errors import ConfigError
 
-InputKind = Literal["text", "bool", "int", "choice", "list", "url", "secret"]
+__all__ = ["did_you_mean"]
 
 
 @dataclass(frozen=True)
 class Input:
-    """One input of action.yml: the chrono-ci setting it fills and how its value is checked."""
+    """One input of action.yml: the setting it fills (None: the Action's own), and how its value is checked."""
 
     name: str
-    env: str | None = None  # the environment setting it sets; None: the Action itself reads it
-    kind: InputKind = "text"
+    description: str
+    setting: Setting | None = None
+    grammar: Grammar = "text"
     choices: tuple[str, ...] = ()
-    minimum: int = 0
+    default: str | None = None  # action.yml's default, for the Action's own inputs
+
+    @property
+    def env(self) -> str | None:
+        """The variable it sets; None when the Action reads it itself."""
+        return self.setting.env if self.setting is not None else None
 
     @property
     def secret(self) -> bool:
-        return self.kind in ("url", "secret")
+        return self.setting is not None and self.setting.secret
+
+
+def _from_setting(setting: Setting) -> Input:
+    assert setting.input is not None
+    return Input(setting.input, setting.input_description(), setting, setting.grammar, setting.choices)
 
 
 COMMANDS = ("backup", "verify", "restore", "list")
 DATABASES = ("postgres", "supabase", "all")
-UPLOAD_TARGETS = ("none", "artifact", "s3")
-# The same list as action.yml; tests/test_action.py keeps the two (and the docs) in step.
+_OWN_FIRST = (
+    Input(
+        "command", "What to do: backup | verify | restore | list.", grammar="choice", choices=COMMANDS, default="backup"
+    ),
+    Input(
+        "databases",
+        "Which databases to back up: postgres (database-url) | supabase (supabase-db-url) | all (every one of the two "
+        "that is set). With several, each artifact name gets -KIND appended.",
+        grammar="choice",
+        choices=DATABASES,
+        default="all",
+    ),
+)
+_OWN_LAST = (
+    Input(
+        "file",
+        "The archive for command: restore (required) or command: verify (default: the newest archive of each "
+        "database): a path, or a file name in backup-dir.",
+    ),
+    Input(
+        "dry-run",
+        "true | false: with command: restore, check the archive and show the plan without changing anything.",
+        grammar="bool",
+        default="false",
+    ),
+    Input(
+        "confirm",
+        "true | false: with command: restore, overwrite the target database (after a safety backup). Without it, "
+        "or dry-run, restore is refused.",
+        grammar="bool",
+        default="false",
+    ),
+    Input(
+        "allow-unlisted",
+        "true | false: with command: restore or verify, accept an archive that no trusted record in backup-dir "
+        "vouches for (an archive downloaded in another job, with no backup_metadata.json beside it). Only for "
+        "archives you trust: see the README's Provenance section.",
+        grammar="bool",
+        default="false",
+    ),
+    Input(
+        "terminate-sessions",
+        "true | false: with command: restore, end the other sessions on the target database first.",
+        grammar="bool",
+        default="false",
+    ),
+)
+# The same list, in the same order, as action.yml; tests/test_options.py keeps the two (and the README) in step.
 INPUTS: dict[str, Input] = {
-    spec.name: spec
-    for spec in (
-        Input("command", kind="choice", choices=COMMANDS),
-        Input("databases", kind="choice", choices=DATABASES),
-        Input("database-url", "DATABASE_URL", "url"),
-        Input("supabase-db-url", "SUPABASE_DB_URL", "url"),
-        Input("backup-dir", "BACKUP_DIR"),
-        Input("max-backups", "MAX_BACKUPS", "int", minimum=1),
-        Input("compression", "BACKUP_COMPRESSION", "choice", choices=("zstd", "gzip", "none")),
-        Input("compression-level", "BACKUP_COMPRESSION_LEVEL", "int", minimum=1),
-        Input("verify-level", "BACKUP_VERIFY", "choice", choices=("check", "restore")),
-        Input("scratch-database-url", "SCRATCH_DATABASE_URL", "url"),
-        Input("restore-target-url", "RESTORE_TARGET_URL", "url"),
-        Input("pg-bin-dir", "PG_BIN_DIR"),
-        Input("upload", "BACKUP_UPLOAD", "list", choices=UPLOAD_TARGETS),
-        Input("keep-local", "KEEP_LOCAL", "bool"),
-        Input("artifact-name", "ARTIFACT_NAME"),
-        Input("artifact-retention-days", "ARTIFACT_RETENTION_DAYS", "int", minimum=1),
-        Input("s3-url", "S3_URL"),
-        Input("s3-endpoint-url", "S3_ENDPOINT_URL"),
-        Input("s3-region", "S3_REGION"),
-        Input("s3-sse", "S3_SSE"),
-        Input("s3-sse-kms-key-id", "S3_SSE_KMS_KEY_ID"),
-        Input("s3-storage-class", "S3_STORAGE_CLASS"),
-        Input("aws-role-arn", "AWS_ROLE_ARN"),
-        Input("aws-access-key-id", "AWS_ACCESS_KEY_ID", "secret"),
-        Input("aws-secret-access-key", "AWS_SECRET_ACCESS_KEY", "secret"),
-        Input("aws-session-token", "AWS_SESSION_TOKEN", "secret"),
-        Input("retention-days", "RETENTION_DAYS", "int", minimum=1),
-        Input("keep-daily", "KEEP_DAILY", "int"),
-        Input("keep-weekly", "KEEP_WEEKLY", "int"),
-        Input("keep-monthly", "KEEP_MONTHLY", "int"),
-        Input("signing-key", "BACKUP_SIGNING_KEY", "secret"),
-        Input("file", kind="text"),
-        Input("dry-run", kind="bool"),
-        Input("confirm", kind="bool"),
-        Input("allow-unlisted", kind="bool"),
-        Input("terminate-sessions", kind="bool"),
-    )
+    spec.name: spec for spec in (*_OWN_FIRST, *(_from_setting(s) for s in SETTINGS if s.input is not None), *_OWN_LAST)
 }
 # What an empty input means for the inputs the Action reads itself (the others fall back to their environment
 # variable, then to chrono-ci's own default, so that a workflow's `env: DATABASE_URL: ...` keeps working).
-ACTION_DEFAULTS = {
-    "command": "backup",
-    "databases": "all",
-    "dry-run": "false",
-    "confirm": "false",
-    "allow-unlisted": "false",
-    "terminate-sessions": "false",
-}
+ACTION_DEFAULTS = {spec.name: spec.default for spec in INPUTS.values() if spec.default is not None}
 # The runner accepts these for every container action (ActionRunner.cs); they are not ours to reject.
 RUNNER_INPUTS = frozenset({"args", "entrypoint"})
-# Secrets that may arrive through the workflow's `env:` rather than inputs: masked just the same.
-SECRET_ENV_URLS = ("DATABASE_URL", "SUPABASE_DB_URL", "SCRATCH_DATABASE_URL", "RESTORE_TARGET_URL")
+# Secrets that may arrive through the workflow's `env:` rather than inputs: masked just the same. The table's
+# secrets, and what the runner itself hands out.
+SECRET_ENV_URLS = tuple(s.env for s in SETTINGS if s.secret and s.grammar == "url")
 SECRET_ENV = (
     "PGPASSWORD",
-    "BACKUP_SIGNING_KEY",
-    "BACKUP_ENCRYPTION_PASSPHRASE",
-    "BACKUP_ENCRYPTION_IDENTITY",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
+    *(name for name in secret_variables() if name not in SECRET_ENV_URLS),
     "ACTIONS_RUNTIME_TOKEN",
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
-TRUE_WORDS = ("true", "True", "TRUE")
-FALSE_WORDS = ("false", "False", "FALSE")
 
 
 @dataclass
@@ -155,54 +164,26 @@ def secrets_to_mask(inputs: Inputs, environ: Mapping[str, str]) -> list[str]:
 
 def parse_bool(raw: str, name: str) -> bool:
     """The toolkit's getBooleanInput: YAML 1.2 core-schema booleans only, anything else is an error."""
-    if raw in TRUE_WORDS:
-        return True
-    if raw in FALSE_WORDS:
-        return False
-    raise ConfigError(
-        f"Input {name}: {raw!r} is not a boolean.",
-        hint=f"Use true or false (YAML 1.2: {' | '.join(TRUE_WORDS + FALSE_WORDS)}).",
-    )
+    return parse_any_bool(raw, INPUT_PREFIX + name, INPUT_BOOLEANS)
 
 
 def check_input(spec: Input, raw: str) -> str:
     """The value chrono-ci's environment gets for this input, or a ConfigError naming the input."""
-    if spec.kind == "bool":
+    label = INPUT_PREFIX + spec.name
+    if spec.grammar == "bool":
         return "true" if parse_bool(raw, spec.name) else "false"
-    if spec.kind == "int":
-        text = raw.lstrip("+")
-        if not text.isdigit() or int(text) < spec.minimum:
+    if spec.grammar == "s3url":
+        if not raw.lower().startswith("s3://"):
             raise ConfigError(
-                f"Input {spec.name}: {raw!r} is not a whole number of {spec.minimum} or more.",
-                hint=f"Set {spec.name} to a number such as {max(spec.minimum, 7)}, or leave it out.",
+                f"{shown(label, raw)} is not an s3:// URL.",
+                hint="Use s3://BUCKET or s3://BUCKET/PREFIX; an S3-compatible server goes in s3-endpoint-url.",
             )
-        return str(int(text))
-    if spec.kind == "choice":
-        word = raw.lower()
-        if word not in spec.choices:
-            raise ConfigError(
-                f"Input {spec.name}: {raw!r} is not one of {', '.join(spec.choices)}.",
-                hint=f"Set {spec.name} to one of those{did_you_mean(word, spec.choices)}.",
-            )
-        return word
-    if spec.kind == "list":
-        words = [word.lower() for word in raw.replace(",", " ").split()]
-        bad = [word for word in words if word not in spec.choices]
-        if bad:
-            raise ConfigError(
-                f"Input {spec.name}: {', '.join(repr(w) for w in bad)} is not one of {', '.join(spec.choices)}.",
-                hint=f"Give one or more of {', '.join(spec.choices)}, separated by commas"
-                f"{did_you_mean(bad[0], spec.choices)}.",
-            )
-        if "none" in words and len(set(words)) > 1:
-            raise ConfigError(
-                f"Input {spec.name}: 'none' cannot be combined with other targets ({raw!r}).",
-                hint=f"Set {spec.name} to none, or to the targets you want (for example artifact,s3).",
-            )
-        return ",".join(dict.fromkeys(words))
+        return raw
+    if spec.grammar == "list":
+        assert spec.setting is not None
+        return ",".join(spec.setting.parse(raw, label)) or "none"
+    if spec.grammar == "choice" and spec.setting is None:
+        return parse_choice(raw, label, spec.choices)
+    if spec.setting is not None and spec.grammar in ("whole", "choice"):
+        return str(spec.setting.parse(raw, label))
     return raw
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from chrono_ci.action.inputs import ACTION_DEFAULTS, INPUTS, Inputs, check_input, did_you_mean
 from chrono_ci.action.workspace import workspace_of
 from chrono_ci.archive.manifest import Manifest, newest_per_kind
+from chrono_ci.config.options import check_s3_upload
 from chrono_ci.errors import ChronoError, ConfigError, Refused
 
 # Where the image keeps its tools; a workflow's PATH (passed into the container as is) may name none of them.
@@ -59,17 +60,8 @@ def make_plan(inputs: Inputs, environ: Mapping[str, str]) -> Plan:
 
     command = checked["command"]
     plan = Plan(command, [], env, workspace, backup_dir)
-    upload = env.get("BACKUP_UPLOAD", "")
-    if "s3" in upload.split(",") and not env.get("S3_URL", "").strip():
-        raise ConfigError(
-            "Input upload includes s3 but no bucket is set.",
-            hint="Set the s3-url input (or S3_URL) to s3://BUCKET/PREFIX.",
-        )
-    if checked["s3-url"] and not checked["s3-url"].lower().startswith("s3://"):
-        raise ConfigError(
-            f"Input s3-url: {checked['s3-url']!r} is not an s3:// URL.",
-            hint="Use s3://BUCKET or s3://BUCKET/PREFIX; an S3-compatible server goes in s3-endpoint-url.",
-        )
+    uploads = tuple(word for word in env.get("BACKUP_UPLOAD", "").split(",") if word not in ("", "none"))
+    check_s3_upload(uploads, env.get("S3_URL", "").strip(), "Input upload", "the s3-url input (or S3_URL)")
     restore_only = [name for name in ("dry-run", "confirm", "terminate-sessions") if checked[name] == "true"]
     if command != "restore" and restore_only:
         plan.notes.append(f"{' and '.join(restore_only)} only apply to command: restore; ignored.")

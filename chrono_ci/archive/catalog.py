@@ -19,7 +19,7 @@ from chrono_ci.archive.manifest import MANIFEST_NAME, Manifest
 from chrono_ci.archive.names import ArchiveName
 from chrono_ci.archive.provenance import metadata_fields
 from chrono_ci.archive.safefile import open_archive
-from chrono_ci.config.settings import Compression
+from chrono_ci.config.options import Compression, s3_url_for_reading
 from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
 from chrono_ci.storage.base import CHUNK_SIZE
 
@@ -105,8 +105,7 @@ def located_archive(
             raise ConfigError(f"{file} does not name an object.", hint="Use s3://bucket/prefix/ARCHIVE_NAME.")
         storage = S3Storage.from_env(base, environ)
     else:
-        if not s3_url:
-            raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
+        s3_url = s3_url_for_reading(s3_url)
         if "/" in file:
             raise ConfigError(f"{file!r} is not an archive name.", hint="Give a name from `recovery list --from s3`.")
         storage, key = S3Storage.from_env(s3_url, environ), file

@@ -24,6 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: the same text in a terminal and a CI log, each option's variable and default shown as
+    # written ([env var: X; default: Y]) instead of being taken for markup.
+    rich_markup_mode=None,
 )
 app.add_typer(backup.backup_app, name="backup")
 app.add_typer(recovery.recovery_app, name="recovery")
@@ -38,7 +41,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout; logs go to stderr.")
+        bool,
+        typer.Option("--json", help="Print one JSON document on stdout; logs go to stderr. Also after the command."),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback for unexpected errors.")] = False,
     version: Annotated[
@@ -68,7 +72,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        app()
+        app(prog_name="chrono-ci")  # also under `python -m chrono_ci`, so that usage lines read as documented
     except Interrupted as error:
         Reporter().error(error)
         sys.exit(int(error.exit_code))

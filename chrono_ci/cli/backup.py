@@ -18,6 +18,7 @@ from chrono_ci.cli.options import (
     Compress,
     Compression,
     DatabaseUrl,
+    JsonOutput,
     KeepDaily,
     KeepLocal,
     KeepMonthly,
@@ -53,7 +54,7 @@ def _settings_report(settings: Settings, reporter: Reporter) -> None:
         reporter.info(f"encryption: age, to {to}")
 
 
-def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | None]) -> None:
+def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | None], json_output: bool) -> None:
     def body(reporter: Reporter) -> int:
         from time import monotonic
 
@@ -115,11 +116,12 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
             )
         return int(failures[0][1].exit_code) if failures else 0
 
-    guarded(body)
+    guarded(body, json_output)
 
 
 @backup_app.command("postgres")
 def backup_postgres(
+    ctx: typer.Context,
     database_url: DatabaseUrl = None,
     backup_dir: BackupDir = None,
     max_backups: MaxBackups = None,
@@ -136,13 +138,15 @@ def backup_postgres(
     keep_daily: KeepDaily = None,
     keep_weekly: KeepWeekly = None,
     keep_monthly: KeepMonthly = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Back up the PostgreSQL database at DATABASE_URL (the guide's backup:postgres)."""
-    _backup_kinds(["postgres"], set(), cli_values(locals()))
+    _backup_kinds(["postgres"], set(), cli_values(ctx, locals()), json_output)
 
 
 @backup_app.command("supabase")
 def backup_supabase(
+    ctx: typer.Context,
     supabase_db_url: SupabaseUrl = None,
     backup_dir: BackupDir = None,
     max_backups: MaxBackups = None,
@@ -159,13 +163,15 @@ def backup_supabase(
     keep_daily: KeepDaily = None,
     keep_weekly: KeepWeekly = None,
     keep_monthly: KeepMonthly = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Back up the Supabase database at SUPABASE_DB_URL (the guide's backup:supabase)."""
-    _backup_kinds(["supabase"], set(), cli_values(locals()))
+    _backup_kinds(["supabase"], set(), cli_values(ctx, locals()), json_output)
 
 
 @backup_app.command("all")
 def backup_all(
+    ctx: typer.Context,
     database_url: DatabaseUrl = None,
     supabase_db_url: SupabaseUrl = None,
     backup_dir: BackupDir = None,
@@ -183,15 +189,16 @@ def backup_all(
     keep_daily: KeepDaily = None,
     keep_weekly: KeepWeekly = None,
     keep_monthly: KeepMonthly = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Back up every configured database; goes on after a failure and exits non-zero if any failed."""
-    _backup_kinds(["postgres", "supabase"], {"supabase"}, cli_values(locals()))
+    _backup_kinds(["postgres", "supabase"], {"supabase"}, cli_values(ctx, locals()), json_output)
 
 
 @backup_app.command("test")
-def backup_test(backup_dir: BackupDir = None) -> None:
+def backup_test(ctx: typer.Context, backup_dir: BackupDir = None, json_output: JsonOutput = False) -> None:
     """Check the newest archive of each kind: checksum, full decompression, trailer (the guide's backup:test)."""
-    cli = cli_values(locals())
+    cli = cli_values(ctx, locals())
 
     def body(reporter: Reporter) -> int:
         from datetime import UTC, datetime
@@ -222,7 +229,7 @@ def backup_test(backup_dir: BackupDir = None) -> None:
             )
         return 0 if ok else int(ExitCode.VERIFY)
 
-    guarded(body)
+    guarded(body, json_output)
 
 
 def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, reporter: Reporter) -> IntegrityReport:

@@ -5,13 +5,15 @@ use."""
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import typer
 
+from chrono_ci.config.options import s3_url_for_reading
+from chrono_ci.config.parsers import parse_choice
 from chrono_ci.config.settings import Settings
-from chrono_ci.errors import ChronoError, ConfigError, ExitCode
+from chrono_ci.errors import ChronoError, ExitCode
 from chrono_ci.report.console import Reporter
 from chrono_ci.storage.base import Storage
 from chrono_ci.verify.integrity import IntegrityReport
@@ -41,8 +43,11 @@ def fail_with(error: ChronoError, reporter: Reporter) -> NoReturn:
     raise typer.Exit(int(error.exit_code))
 
 
-def guarded(action: Callable[[Reporter], int]) -> None:
-    """Run a command body: ChronoError -> message, hint and exit code; anything else -> a short bug report."""
+def guarded(action: Callable[[Reporter], int], json_output: bool = False) -> None:
+    """Run a command body: ChronoError -> message, hint and exit code; anything else -> a short bug report.
+
+    `json_output` is the command's own --json (the same as the global one, given after the command)."""
+    State.json_mode = State.json_mode or json_output
     reporter = command_reporter()
     try:
         code = action(reporter)
@@ -71,20 +76,27 @@ def print_checks(report: IntegrityReport, reporter: Reporter) -> None:
 
 
 def origin_of(value: str) -> str:
-    word = value.strip().lower()
-    if word not in ("local", "s3"):
-        raise ConfigError(f"--from {value!r} is not local or s3.", hint="Use --from local (default) or --from s3.")
-    return word
+    """Where --from points: local (BACKUP_DIR) or s3 (S3_URL)."""
+    return parse_choice(value, "--from", ("local", "s3"))
 
 
 def s3_storage(settings: Settings) -> Storage:
     from chrono_ci.storage import open_storage
 
-    if not settings.s3_url:
-        raise ConfigError("--from s3 needs S3_URL.", hint="Set S3_URL=s3://bucket/prefix.")
-    return open_storage(settings.s3_url)
+    return open_storage(s3_url_for_reading(settings.s3_url))
 
 
-def cli_values(values: dict[str, Any]) -> dict[str, str | None]:
-    # Only the options that are settings; booleans such as --dry-run are the command's own.
-    return {key: value for key, value in values.items() if isinstance(value, str) or value is None}
+def cli_values(ctx: typer.Context, values: Mapping[str, Any]) -> dict[str, str | None]:
+    """The settings typed on the command line. Click also reads each option's variable (which is what shows it in
+    --help); a value it took from there is left out, for Settings reads the environment itself and blames the
+    variable, not the option, for a bad value. Booleans such as --dry-run are the command's own."""
+    return {
+        key: value if _typed(ctx, key) else None
+        for key, value in values.items()
+        if isinstance(value, str) or value is None
+    }
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"

@@ -11,7 +11,9 @@ from chrono_ci.cli.command import guarded
 
 
 def demo(
-    backup_dir: Annotated[str, typer.Option("--backup-dir", help="Where the demo's backups go.")] = "./chrono-ci-demo",
+    backup_dir: Annotated[
+        str, typer.Option("--backup-dir", metavar="PATH", help="Where the demo's backups go.")
+    ] = "./chrono-ci-demo",
 ) -> None:
     """Start a throwaway PostgreSQL, load a sample shop database, and run the real commands against it."""
     from chrono_ci.jobs.demo import run_demo

@@ -1,75 +1,87 @@
-"""The command-line options the commands share, each a string parsed later by chrono_ci.config.settings, so that
-an option and its environment variable are validated by the same code and produce the same error."""
+"""The command-line options, made from the option table (chrono_ci/config/options.py): each setting's option with
+its variable (`envvar`) and its default shown in --help, in plain text.
+
+Every setting arrives as a string and is parsed later by chrono_ci.config.settings, so that an option and its
+variable are read by the same grammar and fail with the same error. Click reads the variable too (that is what
+shows it in --help); chrono_ci.cli.command.cli_values keeps only what was typed on the command line, and Settings
+reads the environment itself.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="PostgreSQL URL without a password [env: DATABASE_URL].")
+from chrono_ci.config.options import SETTING
+
+
+def setting_option(name: str) -> Any:
+    """The typer.Option of the setting `name`, as the table declares it."""
+    setting = SETTING[name]
+    assert setting.flag is not None, f"{name} has no command-line option"
+    return typer.Option(
+        setting.flag,
+        envvar=setting.env,
+        show_envvar=False,
+        show_default=False,
+        help=setting_help(name),
+        metavar=setting.metavar,
+    )
+
+
+def setting_help(name: str) -> str:
+    """The option's help: the table's line, then its variable and its default as click writes them (click's own
+    would put a described default in parentheses, and only the variable of options it reads)."""
+    setting = SETTING[name]
+    text = setting.help.rstrip(".") + "."
+    if setting.flag_help:
+        text += " " + setting.flag_help
+    extra = f"env var: {setting.env}"
+    if setting.shown_default is not None:
+        extra += f"; default: {setting.shown_default}"
+    return f"{text}  [{extra}]"
+
+
+DatabaseUrl = Annotated[str | None, setting_option("database_url")]
+SupabaseUrl = Annotated[str | None, setting_option("supabase_db_url")]
+BackupDir = Annotated[str | None, setting_option("backup_dir")]
+MaxBackups = Annotated[str | None, setting_option("max_backups")]
+Compress = Annotated[str | None, setting_option("compress_backups")]
+Compression = Annotated[str | None, setting_option("compression")]
+Level = Annotated[str | None, setting_option("compression_level")]
+Verify = Annotated[str | None, setting_option("verify")]
+Upload = Annotated[str | None, setting_option("upload")]
+KeepLocal = Annotated[str | None, setting_option("keep_local")]
+ArtifactName = Annotated[str | None, setting_option("artifact_name")]
+RetentionDays = Annotated[str | None, setting_option("retention_days")]
+KeepDaily = Annotated[str | None, setting_option("keep_daily")]
+KeepWeekly = Annotated[str | None, setting_option("keep_weekly")]
+KeepMonthly = Annotated[str | None, setting_option("keep_monthly")]
+PgBinDir = Annotated[str | None, setting_option("pg_bin_dir")]
+ScratchUrl = Annotated[str | None, setting_option("scratch_url")]
+TargetUrl = Annotated[str | None, setting_option("target_url")]
+LockTimeout = Annotated[str | None, setting_option("lock_timeout")]
+S3Url = Annotated[str | None, setting_option("s3_url")]
+
+# The command's own options: not settings, no variable.
+JsonOutput = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout (the log goes to stderr); also before the command."),
 ]
-SupabaseUrl = Annotated[
-    str | None,
-    typer.Option("--supabase-db-url", help="Supabase URL without a password [env: SUPABASE_DB_URL]."),
-]
-BackupDir = Annotated[str | None, typer.Option("--backup-dir", help="Backup folder [env: BACKUP_DIR; ./backups].")]
-MaxBackups = Annotated[
-    str | None, typer.Option("--max-backups", help="Archives kept per database [env: MAX_BACKUPS; 30].")
-]
-Compress = Annotated[
-    str | None, typer.Option("--compress", help="true|false [env: COMPRESS_BACKUPS; true].", metavar="BOOL")
-]
-Compression = Annotated[
-    str | None, typer.Option("--compression", help="zstd|gzip|none [env: BACKUP_COMPRESSION; zstd].")
-]
-Level = Annotated[
-    str | None,
-    typer.Option("--compression-level", help="zstd 1-19, gzip 1-9 [env: BACKUP_COMPRESSION_LEVEL; 1 / 6]."),
-]
-Verify = Annotated[
-    str | None,
-    typer.Option("--verify", help="check|restore: check after each backup [env: BACKUP_VERIFY; check]."),
-]
-Upload = Annotated[
-    str | None,
-    typer.Option("--upload", help="none|s3|artifact|s3,artifact [env: BACKUP_UPLOAD; s3 when S3_URL is set]."),
-]
-KeepLocal = Annotated[
-    str | None,
+From = Annotated[
+    str,
     typer.Option(
-        "--keep-local", help="true|false: keep uploaded archives in BACKUP_DIR [env: KEEP_LOCAL; true].", metavar="BOOL"
+        "--from",
+        metavar="local|s3",
+        help="local: BACKUP_DIR and its backup_metadata.json; s3: the objects under S3_URL. A FILE of s3://... "
+        "implies s3.",
     ),
 ]
-ArtifactName = Annotated[
-    str | None, typer.Option("--artifact-name", help="[env: ARTIFACT_NAME; unique per run and database].")
+FileArg = Annotated[
+    str,
+    typer.Argument(help="An archive name in BACKUP_DIR, a path to one, or s3://BUCKET/PREFIX/NAME.", metavar="FILE"),
 ]
-RetentionDays = Annotated[
-    str | None, typer.Option("--retention-days", help="Also keep archives younger than N days [env: RETENTION_DAYS].")
-]
-KeepDaily = Annotated[
-    str | None, typer.Option("--keep-daily", help="GFS: newest of the last N days [env: KEEP_DAILY].")
-]
-KeepWeekly = Annotated[
-    str | None, typer.Option("--keep-weekly", help="GFS: newest of the last N weeks [env: KEEP_WEEKLY].")
-]
-KeepMonthly = Annotated[
-    str | None, typer.Option("--keep-monthly", help="GFS: newest of the last N months [env: KEEP_MONTHLY].")
-]
-From = Annotated[str, typer.Option("--from", help="local (BACKUP_DIR) or s3 (S3_URL). A FILE of s3://... implies s3.")]
-PgBinDir = Annotated[
-    str | None, typer.Option("--pg-bin-dir", help="Use only the pg_dump in this folder [env: PG_BIN_DIR].")
-]
-ScratchUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--scratch-url",
-        help="Server where a temporary database may be created for --restore/--verify restore, without a password "
-        "[env: SCRATCH_DATABASE_URL; a throwaway embedded PostgreSQL 18].",
-    ),
-]
-FileArg = Annotated[str, typer.Argument(help="An archive name in BACKUP_DIR, or a path to one.", metavar="FILE")]
 AllowUnlisted = Annotated[
     bool,
     typer.Option(
@@ -78,4 +90,3 @@ AllowUnlisted = Annotated[
         "S3 object's metadata, or, with BACKUP_SIGNING_KEY, none signed). Only for an archive you know is yours.",
     ),
 ]
-S3Url = Annotated[str | None, typer.Option("--s3-url", help="s3://bucket/prefix [env: S3_URL].")]

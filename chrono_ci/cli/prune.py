@@ -7,12 +7,23 @@ from typing import Annotated
 import typer
 
 from chrono_ci.cli.command import State, cli_values, guarded, origin_of, s3_storage
-from chrono_ci.cli.options import BackupDir, From, KeepDaily, KeepMonthly, KeepWeekly, MaxBackups, RetentionDays, S3Url
+from chrono_ci.cli.options import (
+    BackupDir,
+    From,
+    JsonOutput,
+    KeepDaily,
+    KeepMonthly,
+    KeepWeekly,
+    MaxBackups,
+    RetentionDays,
+    S3Url,
+)
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.report.console import Reporter
 
 
 def prune(
+    ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision; delete nothing.")] = False,
     origin: From = "local",
     backup_dir: BackupDir = None,
@@ -22,9 +33,10 @@ def prune(
     keep_daily: KeepDaily = None,
     keep_weekly: KeepWeekly = None,
     keep_monthly: KeepMonthly = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Apply retention now to every database's archives (backups do this after each success)."""
-    cli = cli_values({k: v for k, v in locals().items() if k != "origin"})
+    cli = cli_values(ctx, {k: v for k, v in locals().items() if k != "origin"})
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.retention.apply import prune as apply_retention
@@ -51,4 +63,4 @@ def prune(
             )
         return 0
 
-    guarded(body)
+    guarded(body, json_output)

@@ -11,7 +11,19 @@ import typer
 from chrono_ci import __version__
 from chrono_ci.archive.catalog import ArchiveFile
 from chrono_ci.cli.command import State, cli_values, guarded, origin_of, print_checks, s3_storage
-from chrono_ci.cli.options import AllowUnlisted, BackupDir, FileArg, From, MaxBackups, PgBinDir, S3Url, ScratchUrl
+from chrono_ci.cli.options import (
+    AllowUnlisted,
+    BackupDir,
+    FileArg,
+    From,
+    JsonOutput,
+    LockTimeout,
+    MaxBackups,
+    PgBinDir,
+    S3Url,
+    ScratchUrl,
+    TargetUrl,
+)
 from chrono_ci.config.settings import Settings, resolve_settings
 from chrono_ci.errors import ExitCode
 from chrono_ci.jobs.backup import run_backup
@@ -25,13 +37,15 @@ recovery_app = typer.Typer(
 
 @recovery_app.command("list")
 def recovery_list(
+    ctx: typer.Context,
     backup_dir: BackupDir = None,
     checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="Re-read every archive.")] = True,
     origin: From = "local",
     s3_url: S3Url = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """List every archive with its kind, database, time, size, compression and whether its checksum matches."""
-    cli = cli_values({k: v for k, v in locals().items() if k != "origin"})
+    cli = cli_values(ctx, {k: v for k, v in locals().items() if k != "origin"})
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.archive.listing import local_rows, print_rows, remote_rows
@@ -50,11 +64,12 @@ def recovery_list(
         damaged = any(row["checksum"] in ("MISMATCH", "UNREADABLE") or row["signature"] == "invalid" for row in rows)
         return int(ExitCode.VERIFY) if damaged else 0
 
-    guarded(body)
+    guarded(body, json_output)
 
 
 @recovery_app.command("test")
 def recovery_test(
+    ctx: typer.Context,
     file: FileArg,
     restore: Annotated[
         bool, typer.Option("--restore", help="Also restore into a scratch database and compare row counts.")
@@ -65,9 +80,10 @@ def recovery_test(
     origin: From = "local",
     s3_url: S3Url = None,
     allow_unlisted: AllowUnlisted = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """The guide's integrity test of FILE: checksum, full decompression, trailer; --restore proves it by restoring."""
-    cli = cli_values({k: v for k, v in locals().items() if k not in ("file", "origin")})
+    cli = cli_values(ctx, {k: v for k, v in locals().items() if k not in ("file", "origin")})
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.archive.catalog import located_archive
@@ -77,7 +93,7 @@ def recovery_test(
         with located_archive(file, settings.backup_dir, origin_of(origin), settings.s3_url, os.environ) as archive:
             return _test_archive(archive, settings, restore, allow_unlisted, reporter)
 
-    guarded(body)
+    guarded(body, json_output)
 
 
 def _provenance(
@@ -158,28 +174,14 @@ def _test_archive(
 
 @recovery_app.command("restore")
 def recovery_restore(
+    ctx: typer.Context,
     file: FileArg,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Test the archive and the target, show the plan, change nothing.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm without a prompt (required without a terminal).")] = False,
-    target_url: Annotated[
-        str | None,
-        typer.Option(
-            "--target-url",
-            help="Restore into this database instead, without a password [env: RESTORE_TARGET_URL; default: "
-            "DATABASE_URL or SUPABASE_DB_URL by the backup's kind].",
-        ),
-    ] = None,
-    lock_timeout: Annotated[
-        float,
-        typer.Option(
-            "--lock-timeout",
-            min=0.1,
-            envvar="RESTORE_LOCK_TIMEOUT",
-            help="Seconds to wait for a lock another session holds before giving up (env RESTORE_LOCK_TIMEOUT).",
-        ),
-    ] = 10.0,
+    target_url: TargetUrl = None,
+    lock_timeout: LockTimeout = None,
     terminate_sessions: Annotated[
         bool,
         typer.Option("--terminate-sessions", help="End the other sessions on the target database first."),
@@ -190,11 +192,10 @@ def recovery_restore(
     origin: From = "local",
     s3_url: S3Url = None,
     allow_unlisted: AllowUnlisted = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Restore FILE: integrity test, plan, confirmation, safety backup, one all-or-nothing transaction."""
-    cli = cli_values(
-        {k: v for k, v in locals().items() if k not in ("file", "origin", "lock_timeout", "terminate_sessions")}
-    )
+    cli = cli_values(ctx, {k: v for k, v in locals().items() if k not in ("file", "origin")})
 
     def body(reporter: Reporter) -> int:
         from chrono_ci.archive.catalog import located_archive
@@ -216,7 +217,7 @@ def recovery_restore(
                 yes=yes,
                 target=settings.restore_target,
                 ask=terminal_prompt(),
-                sessions=SessionRules(lock_timeout, terminate_sessions),
+                sessions=SessionRules(settings.lock_timeout, terminate_sessions),
                 safety_backup=lambda target: run_backup(
                     settings, archive.kind, reporter, series="safety", target=target
                 ).entry["file"],
@@ -225,4 +226,4 @@ def recovery_restore(
             reporter.emit_json({**result, "provenance": provenance})
         return 0
 
-    guarded(body)
+    guarded(body, json_output)

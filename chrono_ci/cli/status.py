@@ -3,14 +3,13 @@ stale)."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC
 from typing import Annotated
 
 import typer
 
-from chrono_ci.cli.command import State, cli_values, guarded
-from chrono_ci.cli.options import BackupDir
+from chrono_ci.cli.command import State, cli_values, guarded, origin_of, s3_storage
+from chrono_ci.cli.options import BackupDir, From, JsonOutput, S3Url
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ExitCode
 from chrono_ci.jobs.status import Copy, StatusReport, format_duration
@@ -77,6 +76,7 @@ def _copy_text(copy: Copy) -> str:
 
 
 def status(
+    ctx: typer.Context,
     max_age: Annotated[
         str | None,
         typer.Option(
@@ -85,57 +85,35 @@ def status(
             help="Exit 7 when any database's newest good backup is older than this: 26h, 90m, 7d, 1d12h.",
         ),
     ] = None,
-    where: Annotated[
-        str,
-        typer.Option(
-            "--from",
-            metavar="local|s3",
-            help="local: BACKUP_DIR and its backup_metadata.json; s3: the objects under S3_URL.",
-        ),
-    ] = "local",
+    where: From = "local",
     backup_dir: BackupDir = None,
-    json_output: Annotated[bool, typer.Option("--json", help="The same as the global --json.")] = False,
+    s3_url: S3Url = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Newest good backup of each database: age, size, verification, copies, size trend (exit 7 if stale)."""
-    cli = cli_values({"backup_dir": backup_dir})
-    State.json_mode = State.json_mode or json_output
+    cli = cli_values(ctx, {"backup_dir": backup_dir, "s3_url": s3_url})
 
     def body(reporter: Reporter) -> int:
         from datetime import UTC, datetime
 
-        from chrono_ci.errors import ConfigError
-        from chrono_ci.jobs.status import build_status, parse_duration
+        from chrono_ci.config.parsers import parse_duration
+        from chrono_ci.jobs.status import build_status
         from chrono_ci.jobs.status_loaders import from_folder, from_s3
 
         limit = parse_duration(max_age, "--max-age") if max_age is not None else None
-        origin = where.strip().lower()
+        origin = origin_of(where)
+        settings = resolve_settings(cli)
+        reporter.add_secrets(settings.secrets())
         if origin == "s3":
-            url = os.environ.get("S3_URL", "").strip()
-            if not url:
-                raise ConfigError(
-                    "S3_URL is not set: `status --from s3` needs the bucket and prefix to read.",
-                    hint="Set S3_URL=s3://BUCKET/PREFIX and the S3_* and AWS_* variables the backup job uses.",
-                )
-            from chrono_ci.storage.s3.store import S3Storage
-
-            reporter.add_secrets(os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
-            from chrono_ci.archive.signing import signing_key_from_env
-
-            key = signing_key_from_env(os.environ)
-            reporter.add_secrets(key.secrets() if key is not None else [])
-            storage = S3Storage.from_env(url)
-            location, archives = storage.url, from_s3(storage, key)
-        elif origin == "local":
-            settings = resolve_settings(cli)
-            reporter.add_secrets(settings.secrets())
+            storage = s3_storage(settings)
+            location, archives = storage.url, from_s3(storage, settings.signing_key)
+        else:
             folder = settings.backup_dir
             location, archives = str(folder), from_folder(folder, settings.signing_key)
-        else:
-            raise ConfigError(f"--from={where!r} is not one of local, s3.", hint="Use --from local or --from s3.")
         report = build_status(archives, datetime.now(UTC), limit)
         print_status(report, reporter, location)
         if State.json_mode:
             reporter.emit_json({**report.as_dict(), "from": origin, "location": location})
         return 0 if report.ok else int(ExitCode.VERIFY)
 
-    guarded(body)
+    guarded(body, json_output)

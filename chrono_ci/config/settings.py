@@ -1,7 +1,9 @@
 """Settings, resolved once: command-line option > environment > default, each validated with an error that
 names the setting and the bad value.
 
-Every setting is declared once below, with its environment name, its option and whether it is secret.
+Every setting is declared once, in the option table (chrono_ci/config/options.py): its variable, its option, its
+grammar and default, whether it is secret. This module turns the table's raw values into the Settings in force
+and checks the rules between settings (S3 needs S3_URL, KEEP_LOCAL=false needs an upload, ...).
 """
 
 from __future__ import annotations
@@ -10,65 +12,43 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from chrono_ci.archive.signing import SIGNING_KEY_ENV, SigningKey, signing_key_from
-from chrono_ci.config.parsers import (
-    parse_bool,
-    parse_choice,
-    parse_count,
-    parse_positive_int,
-    parse_s3_url_setting,
-    parse_uploads,
+from chrono_ci.config.options import (
+    COMPRESSIONS,
+    SETTING,
+    SETTINGS,
+    VERIFY_LEVELS,
+    Compression,
+    Setting,
+    VerifyLevel,
+    check_s3_upload,
 )
 from chrono_ci.errors import ConfigError
 from chrono_ci.retention.policy import RetentionPolicy
 from chrono_ci.source.target import DatabaseTarget, parse_database_url
 
-Compression = Literal["zstd", "gzip", "none"]
-VerifyLevel = Literal["check", "restore"]
-COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
-VERIFY_LEVELS: tuple[VerifyLevel, ...] = ("check", "restore")
+__all__ = ["COMPRESSIONS", "OPTIONS", "VERIFY_LEVELS", "Compression", "Encryption", "Settings", "VerifyLevel"]
 
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: where it comes from and whether its value is a secret."""
-
-    name: str
-    env: str
-    flag: str
-    secret: bool = False
-
-
-OPTIONS: dict[str, Option] = {
-    option.name: option
-    for option in (
-        Option("database_url", "DATABASE_URL", "--database-url", secret=True),
-        Option("supabase_db_url", "SUPABASE_DB_URL", "--supabase-db-url", secret=True),
-        Option("backup_dir", "BACKUP_DIR", "--backup-dir"),
-        Option("max_backups", "MAX_BACKUPS", "--max-backups"),
-        Option("compress_backups", "COMPRESS_BACKUPS", "--compress/--no-compress"),
-        Option("compression", "BACKUP_COMPRESSION", "--compression"),
-        Option("compression_level", "BACKUP_COMPRESSION_LEVEL", "--compression-level"),
-        Option("verify", "BACKUP_VERIFY", "--verify"),
-        Option("scratch_url", "SCRATCH_DATABASE_URL", "--scratch-url", secret=True),
-        Option("target_url", "RESTORE_TARGET_URL", "--target-url", secret=True),
-        Option("pg_bin_dir", "PG_BIN_DIR", "--pg-bin-dir"),
-        Option("upload", "BACKUP_UPLOAD", "--upload"),
-        Option("s3_url", "S3_URL", "--s3-url"),
-        Option("keep_local", "KEEP_LOCAL", "--keep-local"),
-        Option("artifact_name", "ARTIFACT_NAME", "--artifact-name"),
-        Option("retention_days", "RETENTION_DAYS", "--retention-days"),
-        Option("keep_daily", "KEEP_DAILY", "--keep-daily"),
-        Option("keep_weekly", "KEEP_WEEKLY", "--keep-weekly"),
-        Option("keep_monthly", "KEEP_MONTHLY", "--keep-monthly"),
-        Option("encryption_recipients", "BACKUP_ENCRYPTION_RECIPIENTS", "--encryption-recipients"),
-        Option("encryption_passphrase", "BACKUP_ENCRYPTION_PASSPHRASE", "--encryption-passphrase", secret=True),
-        Option("encryption_identity", "BACKUP_ENCRYPTION_IDENTITY", "--encryption-identity", secret=True),
-        Option("signing_key", "BACKUP_SIGNING_KEY", "--signing-key", secret=True),
+# The table, by name: where each setting comes from and whether its value is a secret.
+OPTIONS: Mapping[str, Setting] = SETTING
+# Secret variables Settings holds no parsed form of (the S3 store and the heartbeat read them): masked as written.
+_RAW_SECRETS = tuple(
+    setting.env
+    for setting in SETTINGS
+    if setting.secret
+    and setting.name
+    not in (
+        "database_url",
+        "supabase_db_url",
+        "scratch_url",
+        "target_url",
+        "encryption_passphrase",
+        "encryption_identity",
+        "signing_key",
     )
-}
+)
 
 DEFAULT_LEVELS: dict[Compression, int] = {"zstd": 1, "gzip": 6, "none": 0}
 
@@ -90,9 +70,12 @@ class Settings:
     keep_local: bool = True
     artifact_name: str | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    lock_timeout: float = 10.0  # seconds a restore waits for another session's lock
     encryption: Encryption = field(default_factory=lambda: Encryption())
     # BACKUP_SIGNING_KEY: records are signed, and only signed records are trusted (restore, retention, status).
     signing_key: SigningKey | None = None
+    # The values of the secret variables read elsewhere (AWS keys, heartbeat URLs), so that they are masked too.
+    raw_secrets: tuple[str, ...] = field(default=(), repr=False)
     # Where each value came from, for the "settings in force" report: {"max_backups": "MAX_BACKUPS"}.
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -105,15 +88,15 @@ class Settings:
         found.extend(self.encryption.secrets())
         if self.signing_key is not None:
             found.extend(self.signing_key.secrets())
+        found.extend(self.raw_secrets)
         return found
 
 
 def _pick(name: str, cli: Mapping[str, str | None], environ: Mapping[str, str]) -> tuple[str | None, str]:
     """The raw value and the label to blame in an error ('--max-backups' or 'MAX_BACKUPS')."""
     option = OPTIONS[name]
-    flag = option.flag.split("/")[0]
     if cli.get(name) is not None:
-        return cli[name], flag
+        return cli[name], (option.flag or option.env).split("/")[0]
     value = environ.get(option.env)
     if value is not None and value.strip() != "":
         return value, option.env
@@ -141,51 +124,52 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
     env = os.environ if environ is None else environ
     sources: dict[str, str] = {}
 
-    def take(name: str, parse: Callable[[str, str], Any], default: Any) -> Any:
+    def take(name: str, parse: Callable[[str, str], Any] | None = None, default: Any = None) -> Any:
+        """The setting's value in its grammar (or by `parse`); its table default, else `default`, when unset."""
+        setting = OPTIONS[name]
+        parse = parse or setting.parse
         raw, label = _pick(name, cli, env)
         if raw is None:
             sources[name] = "default"
-            return default
+            return parse(setting.default, setting.env) if setting.default is not None else default
         sources[name] = label
         return parse(raw, label)
 
-    backup_dir = take("backup_dir", lambda raw, _label: Path(raw).expanduser(), Path("./backups"))
-    max_backups = take("max_backups", parse_positive_int, 30)
-    compress = take("compress_backups", parse_bool, True)
-    compression: Compression = take(
-        "compression",
-        lambda raw, label: parse_choice(raw, label, COMPRESSIONS),
-        "zstd" if compress else "none",
-    )
-    if not compress and compression != "none":
-        raise ConfigError(
-            f"COMPRESS_BACKUPS=false contradicts {sources['compression']}={compression}.",
-            hint="Set only one of them: BACKUP_COMPRESSION=none is the same as COMPRESS_BACKUPS=false.",
-        )
-    level = take("compression_level", lambda raw, label: _parse_level(raw, label, compression), None)
-    verify: VerifyLevel = take("verify", lambda raw, label: parse_choice(raw, label, VERIFY_LEVELS), "check")
-    pg_bin_dir = take("pg_bin_dir", lambda raw, _label: Path(raw).expanduser(), None)
-    s3_url = take("s3_url", parse_s3_url_setting, None)
-    uploads: tuple[str, ...] = take("upload", parse_uploads, ("s3",) if s3_url else ())
-    if "s3" in uploads and not s3_url:
-        raise ConfigError(
-            f"{sources['upload']} asks for an S3 upload but S3_URL is not set.",
-            hint="Set S3_URL=s3://bucket/prefix (and S3_ENDPOINT_URL for an S3-compatible server).",
-        )
-    keep_local = take("keep_local", parse_bool, True)
+    def path(raw: str, _label: str) -> Path:
+        return Path(raw.strip()).expanduser()
+
+    backup_dir = take("backup_dir", path)
+    max_backups = take("max_backups")
+    compress = take("compress_backups")
+    compression: Compression = take("compression")
+    if not compress:
+        if sources["compression"] != "default" and compression != "none":
+            raise ConfigError(
+                f"COMPRESS_BACKUPS=false contradicts {sources['compression']}={compression}.",
+                hint="Set only one of them: BACKUP_COMPRESSION=none is the same as COMPRESS_BACKUPS=false.",
+            )
+        compression = "none"
+    level = take("compression_level", lambda raw, label: _parse_level(raw, label, compression))
+    verify: VerifyLevel = take("verify")
+    pg_bin_dir = take("pg_bin_dir", path)
+    s3_url = take("s3_url")
+    uploads: tuple[str, ...] = take("upload", default=("s3",) if s3_url else ())
+    check_s3_upload(uploads, s3_url, sources["upload"], "S3_URL")
+    keep_local = take("keep_local")
     if not keep_local and not uploads:
         raise ConfigError(
             "KEEP_LOCAL=false with no upload target would keep the backup nowhere.",
             hint="Set BACKUP_UPLOAD=s3 (with S3_URL) or artifact, or keep KEEP_LOCAL=true.",
         )
-    artifact_name = take("artifact_name", lambda raw, _label: raw.strip(), None)
+    artifact_name = take("artifact_name")
     retention = RetentionPolicy(
         max_backups=max_backups,
-        retention_days=take("retention_days", parse_positive_int, None),
-        keep_daily=take("keep_daily", parse_count, 0),
-        keep_weekly=take("keep_weekly", parse_count, 0),
-        keep_monthly=take("keep_monthly", parse_count, 0),
+        retention_days=take("retention_days"),
+        keep_daily=take("keep_daily"),
+        keep_weekly=take("keep_weekly"),
+        keep_monthly=take("keep_monthly"),
     )
+    lock_timeout = take("lock_timeout")
     encryption = _encryption(cli, env)
     if verify == "restore" and encryption.recipients and not encryption.can_decrypt:
         raise ConfigError(
@@ -212,6 +196,8 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
         keep_local=keep_local,
         artifact_name=artifact_name,
         retention=retention,
+        lock_timeout=lock_timeout,
+        raw_secrets=tuple(env[name] for name in _RAW_SECRETS if env.get(name, "").strip()),
         sources=sources,
     )
 

@@ -11,14 +11,12 @@ rotation does, so several databases sharing one folder or one S3 prefix never ma
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from chrono_ci.errors import ConfigError
 from chrono_ci.report.console import human_size
 
 TREND_LENGTH = 10
@@ -31,33 +29,6 @@ State = Literal["good", "failed", "missing", "unlisted", "untrusted"]
 Level = Literal["error", "warning"]
 
 # ------------------------------------------------------------------------------------------------ durations
-
-_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"(?:\d+[wdhms])+")
-_PART = re.compile(r"(\d+)([wdhms])")
-_DURATION_HINT = "Write a whole number and a unit, or several: 26h, 90m, 7d, 1d12h (units: w, d, h, m, s)."
-
-
-def parse_duration(text: str, label: str = "--max-age") -> timedelta:
-    """'26h', '90m', '7d', '1d12h' -> timedelta; ConfigError naming `label` otherwise."""
-    raw = text.strip().lower().replace(" ", "")
-    if raw.isdigit():
-        # A bare number is ambiguous (hours? seconds?); guessing wrong would make the check silently useless.
-        raise ConfigError(f"{label}={text!r} has no unit.", hint=f"Say which, for example {raw}h, {raw}m or {raw}d.")
-    if not _DURATION.fullmatch(raw):
-        raise ConfigError(f"{label}={text!r} is not a duration.", hint=_DURATION_HINT)
-    parts = _PART.findall(raw)
-    units = [unit for _, unit in parts]
-    repeated = sorted({unit for unit in units if units.count(unit) > 1})
-    if repeated:
-        raise ConfigError(f"{label}={text!r} gives the unit {repeated[0]!r} twice.", hint=_DURATION_HINT)
-    seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
-    if seconds == 0:
-        raise ConfigError(f"{label}={text!r} is zero: every backup would be too old.", hint=_DURATION_HINT)
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ConfigError(f"{label}={text!r} is too long.", hint=_DURATION_HINT) from None
 
 
 def format_duration(delta: timedelta) -> str:

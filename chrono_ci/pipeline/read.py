@@ -13,7 +13,7 @@ from typing import IO, Protocol
 
 import zstandard
 
-from chrono_ci.config.settings import Compression
+from chrono_ci.config.options import Compression
 from chrono_ci.errors import VerificationFailed
 from chrono_ci.pipeline.dumprules import DumpReader, Refusal
 from chrono_ci.pipeline.stream import TRAILER, TRAILER_WINDOW

@@ -19,7 +19,7 @@ from typing import IO, Protocol
 
 import zstandard
 
-from chrono_ci.config.settings import Compression
+from chrono_ci.config.options import Compression
 from chrono_ci.dump.pg_dump import DumpSource
 from chrono_ci.errors import DumpFailed
 from chrono_ci.pipeline.dumprules import DumpReader

@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import pq
 
-from chrono_ci.config.settings import Compression
+from chrono_ci.config.options import Compression
 from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive

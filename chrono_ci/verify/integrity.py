@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from chrono_ci.config.settings import Compression
+from chrono_ci.config.options import Compression
 from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chrono_ci.config.settings import Compression
+from chrono_ci.config.options import Compression
 from chrono_ci.errors import ChronoError, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.read import Decryptor
 from chrono_ci.restore.replay import CountMismatch, Expected, MissingExtensions, replay_archive
