@@ -313,6 +313,42 @@ def test_backup_lands_in_s3_and_as_an_artifact_in_one_run(
     assert job.token not in result.output
 
 
+def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
+    run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
+) -> None:
+    """`backup all` (the Action's databases: all) with one database configured uploads under ARTIFACT_NAME as
+    given; with a second one configured, each database's artifact gets -KIND appended."""
+    env = {"DATABASE_URL": sample_url, "BACKUP_UPLOAD": "artifact", "ARTIFACT_NAME": "nightly"}
+    job = github_artifact_service.new_run()
+    alone = run_cli(
+        "--json",
+        "backup",
+        "all",
+        env={**env, "BACKUP_DIR": str(tmp_path / "a"), **github_artifact_service.environ(job)},
+    )
+    assert alone.code == 0, alone.output
+    (upload,) = json.loads(alone.stdout)["backups"][0]["uploads"]
+    assert upload["ok"] and upload["name"] == "nightly"
+    # A second database (unreachable here: its failure does not stop the first) makes two archives in one run.
+    job = github_artifact_service.new_run()
+    both = run_cli(
+        "backup",
+        "all",
+        "--json",
+        env={
+            **env,
+            "SUPABASE_DB_URL": "postgresql://postgres@127.0.0.1:1/postgres",
+            "BACKUP_DIR": str(tmp_path / "b"),
+            **github_artifact_service.environ(job),
+        },
+    )
+    assert both.code != 0, both.output
+    document = json.loads(both.stdout)
+    (upload,) = document["backups"][0]["uploads"]
+    assert upload["ok"] and upload["name"] == "nightly-postgres"
+    assert [failure["kind"] for failure in document["failed"]] == ["supabase"]
+
+
 def test_an_artifact_name_already_used_fails_clearly_and_keeps_the_local_archive(
     run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
 ) -> None:

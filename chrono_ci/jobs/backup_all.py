@@ -18,15 +18,18 @@ def run_kinds(
     failures: list[tuple[str, ChronoError]],
     reporter: Reporter,
 ) -> None:
+    # `backup all` skips an optional kind whose database is not configured: only the others are backed up.
+    going = [kind for kind in kinds if kind not in optional or _configured(settings, kind)]
     for kind in kinds:
-        if kind in optional and (settings.supabase if kind == "supabase" else settings.database) is None:
+        if kind not in going:
             reporter.step(f"{kind}: skipped")
             reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
             continue
         reporter.step(f"{kind} backup")
-        # Artifact names are unique per workflow run: two archives in one run need two names.
+        # Artifact names are unique per workflow run: two archives in one run need two names. One database keeps
+        # the name it was given.
         artifact_name = settings.artifact_name
-        if artifact_name and len(kinds) > 1:
+        if artifact_name and len(going) > 1:
             artifact_name = f"{artifact_name}-{kind}"
         try:
             results.append(run_backup(settings, kind, reporter, artifact_name=artifact_name))
@@ -36,6 +39,10 @@ def run_kinds(
             reporter.fail(f"{kind} backup failed")
             reporter.error(error)
             failures.append((kind, error))
+
+
+def _configured(settings: Settings, kind: str) -> bool:
+    return (settings.supabase if kind == "supabase" else settings.database) is not None
 
 
 def print_summary(
