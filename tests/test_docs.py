@@ -85,7 +85,6 @@ ALLOWED: dict[str, str] = {
     "chrono_ci/verify/integrity.py: {}": "Check('decryption' / 'decompression', False, exc.message): an AgeError or "
     "VerificationFailed message",
     "chrono_ci/jobs/backup_all.py: {}: {}": "`backup all`'s summary (`KIND: first line of the error`)",
-    "chrono_ci/cli/command.py: {}: {}": "printed checks (`NAME: DETAIL`)",
     "chrono_ci/restore/run.py: {}": "each of plan.problems, collected from `problems.append(...)`",
     "chrono_ci/cli/backup.py: {}": "`backup test`'s failed `readable` check: the message of a StorageError from "
     "chrono_ci/archive/safefile.py, documented where it is raised",

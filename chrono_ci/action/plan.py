@@ -7,11 +7,12 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chrono_ci.action.inputs import ACTION_DEFAULTS, INPUTS, Inputs, check_input, did_you_mean
 from chrono_ci.action.workspace import workspace_of
-from chrono_ci.archive.manifest import Manifest, newest_per_kind
+from chrono_ci.archive.catalog import in_folder, newest_per_kind, trusted_records
 from chrono_ci.config.options import check_s3_upload
 from chrono_ci.errors import ChronoError, ConfigError, Refused
 
@@ -134,11 +135,12 @@ def _verify_runs(file: str, level: str, backup_dir: Path) -> list[list[str]]:
 
 
 def _newest_archives(backup_dir: Path) -> list[str]:
+    """The newest archive of each kind that a trusted record vouches for, as `backup test` would choose them."""
     try:
-        entries = Manifest(backup_dir).read()
+        judged = in_folder(backup_dir, None, datetime.now(UTC))
     except ChronoError:
         return []  # `backup test` then reports the problem with its own message
-    return [str(backup_dir / entry["file"]) for entry in newest_per_kind(entries)]
+    return [str(backup_dir / record.file) for record in newest_per_kind(trusted_records(judged))]
 
 
 def sane_path(current: str | None) -> str:

@@ -1,186 +1,154 @@
-"""The archives in a backup folder: what the manifest says, what is on disk, and how a FILE argument is found.
+"""The one catalog: which archives exist in a backup folder or under a storage prefix, each with its record (a
+backup_metadata.json entry, or the object's own metadata) judged by chrono_ci/archive/provenance.py.
 
-A FILE given as a bare name must stay inside BACKUP_DIR: `..` and symlinks that lead out are refused, so a
-name can never make chrono-ci read (or, for a restore, trust) a file elsewhere.
+Listing, status, retention, `backup test` and recovery all start here, so that they agree on what an archive of
+ours is, which record describes it and whether that record is believed. An archive with our name that no record
+describes is in the catalog too, never trusted; a file or object without our name is not.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, Literal
 
-from chrono_ci.archive.manifest import MANIFEST_NAME, Manifest
+from chrono_ci.archive.manifest import Manifest
 from chrono_ci.archive.names import ArchiveName
-from chrono_ci.archive.provenance import metadata_fields
-from chrono_ci.archive.safefile import open_archive
-from chrono_ci.config.options import Compression, s3_url_for_reading
-from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
-from chrono_ci.storage.base import CHUNK_SIZE
+from chrono_ci.archive.provenance import Verdict, vet
+from chrono_ci.archive.record import ArchiveRecord, Fields, has_our_metadata
+from chrono_ci.archive.safefile import regular_file_size
+from chrono_ci.archive.signing import SigningKey
+from chrono_ci.errors import ObjectNotFound
+from chrono_ci.storage.base import ObjectInfo, Storage
+
+# Each object's metadata needs a HEAD; a few at a time, so that a bucket of hundreds answers in seconds.
+REMOTE_STAT_WORKERS = 8
 
 
 @dataclass(frozen=True)
-class ArchiveFile:
-    path: Path
-    name: ArchiveName
-    entry: dict[str, Any] | None  # None: on disk but not in backup_metadata.json
-    # Where `entry` comes from, for messages: a backup_metadata.json path, or the s3:// URI of the object whose
-    # metadata it is.
-    record: str = MANIFEST_NAME
+class Vetted:
+    """One archive of ours (a record, or a file or object with our name that no record describes), judged."""
+
+    file: str  # the archive's name
+    location: str  # the folder or the storage URL
+    verdict: Verdict
+    record: ArchiveRecord | None = None  # None: no record describes it
+    size: int | None = None  # of the copy here; None when there is none (or it is not a regular file)
+    key: str = ""  # the object's key under the storage's prefix; the name in a folder
 
     @property
-    def compression(self) -> Compression:
-        value = str((self.entry or {}).get("compression") or self.name.compression)
-        return "zstd" if value == "zstd" else "gzip" if value == "gzip" else "none"
+    def trusted(self) -> bool:
+        return self.verdict.trusted
 
     @property
-    def encrypted(self) -> bool:
-        return self.name.encrypted
+    def name(self) -> ArchiveName:
+        parsed = ArchiveName.parse(self.file)
+        assert parsed is not None  # the catalog holds nothing else
+        return parsed
 
     @property
-    def kind(self) -> str:
-        return str((self.entry or {}).get("kind") or self.name.kind)
+    def created(self) -> datetime:
+        """When it was made: its record's time when the record is believed, else the time in its name."""
+        recorded = self.record.created if self.record is not None and self.trusted else None
+        return recorded or self.name.stamp
 
-    @property
-    def created_at(self) -> str:
-        if self.entry and self.entry.get("created_at"):
-            return str(self.entry["created_at"])
-        return self.name.stamp.isoformat().replace("+00:00", "Z")
-
-
-def resolve_archive(file: str, backup_dir: Path) -> ArchiveFile:
-    """FILE is a name in BACKUP_DIR, or a path (anything with a '/')."""
-    if "/" in file:
-        path = Path(file).expanduser()
-    else:
-        if file in ("", ".", ".."):
-            raise ConfigError(
-                f"{file!r} is not an archive name.", hint="Give a file name from `chrono-ci recovery list`."
-            )
-        path = backup_dir / file
-        if path.is_symlink():
-            real = path.resolve()
-            if backup_dir.resolve() not in real.parents:
-                raise ConfigError(
-                    f"{file} in {backup_dir} is a symbolic link that leads outside the backup folder (to {real}).",
-                    hint="Give the real path of the archive explicitly if you trust it.",
-                )
-    if not path.exists():
-        raise ObjectNotFound(
-            f"No archive {file!r}" + ("" if "/" in file else f" in {backup_dir}") + ".",
-            hint="List the archives with `chrono-ci recovery list` (and check BACKUP_DIR).",
-        )
-    if not path.is_file():
-        raise ConfigError(f"{path} is not a file.", hint="Give an archive file from `chrono-ci recovery list`.")
-    parsed = ArchiveName.parse(path.name)
-    if parsed is None:
-        raise _not_ours(path.name)
-    entries = _manifest_entries(path.parent)
-    entry = next((e for e in reversed(entries) if e.get("file") == path.name), None)
-    return ArchiveFile(path, parsed, entry, str(path.parent / MANIFEST_NAME))
+    def rejection(self) -> dict[str, Any]:
+        """What --json reports for a record that is not trusted."""
+        return {"file": self.file, "location": self.location, **self.verdict.as_dict()}
 
 
-@contextlib.contextmanager
-def located_archive(
-    file: str, backup_dir: Path, origin: str, s3_url: str | None, environ: Mapping[str, str]
-) -> Iterator[ArchiveFile]:
-    """The archive FILE names, local or in S3 (`--from s3`, or FILE = s3://bucket/prefix/name).
+def in_folder(
+    folder: Path,
+    key: SigningKey | None,
+    now: datetime,
+    entries: Iterable[Mapping[str, Any]] | None = None,
+) -> list[Vetted]:
+    """Every manifest entry with our name, and every file with our name that no entry lists, judged.
 
-    A remote archive is downloaded into a private temporary folder with its sha256 checked on the way down, and
-    removed afterwards: everything after that (tests, restore) reads a local file.
+    `entries` are the manifest's (read here when not given: retention passes the ones it holds under the lock).
+    An entry whose file is not in the folder (uploaded and not kept, or gone) is judged on its fields alone.
     """
-    if not file.startswith("s3://") and origin != "s3":
-        yield resolve_archive(file, backup_dir)
-        return
-    from chrono_ci.storage.s3.store import S3Storage
-
-    if file.startswith("s3://"):
-        base, _, key = file.rpartition("/")
-        if base == "s3:/" or not key:
-            raise ConfigError(f"{file} does not name an object.", hint="Use s3://bucket/prefix/ARCHIVE_NAME.")
-        storage = S3Storage.from_env(base, environ)
-    else:
-        s3_url = s3_url_for_reading(s3_url)
-        if "/" in file:
-            raise ConfigError(f"{file!r} is not an archive name.", hint="Give a name from `recovery list --from s3`.")
-        storage, key = S3Storage.from_env(s3_url, environ), file
-    parsed = ArchiveName.parse(key)
-    if parsed is None:
-        raise _not_ours(key)
-    info = storage.stat(key)
-    metadata = {name.lower(): value for name, value in info.metadata.items()}
-    expected = metadata.get("sha256")
-    local = next((e for e in reversed(_manifest_entries(backup_dir)) if e.get("file") == key), None)
-    entry: dict[str, Any] | None
-    if local is not None and local.get("sha256") == expected:
-        entry, record = dict(local), str(backup_dir / MANIFEST_NAME)
-    elif "chrono-kind" in metadata:
-        entry, record = _remote_entry(key, metadata, info.size), f"{storage.url.rstrip('/')}/{key}"
-    else:
-        entry, record = None, f"{storage.url.rstrip('/')}/{key}"
-    with tempfile.TemporaryDirectory(prefix="chrono-ci-download-") as folder:
-        path = Path(folder) / key
-        digest = hashlib.sha256()
-        with storage.open(key) as source, path.open("wb") as out:
-            while chunk := source.read(CHUNK_SIZE):
-                digest.update(chunk)
-                out.write(chunk)
-        if expected and digest.hexdigest() != expected:
-            raise VerificationFailed(
-                f"{key} in {storage.url} does not match its recorded sha256 ({digest.hexdigest()} read, "
-                f"{expected} recorded): it was damaged or replaced.",
-                hint="Do not restore it; choose another archive from `chrono-ci recovery list --from s3`.",
-            )
-        yield ArchiveFile(path, parsed, entry, record)
+    listed: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in Manifest(folder).read() if entries is None else entries:
+        listed.setdefault(str(entry["file"]), []).append(entry)
+    location = str(folder)
+    found: list[Vetted] = []
+    for name, same in listed.items():
+        if ArchiveName.parse(name) is None:
+            continue  # not ours to judge: never opened, never deleted, never counted
+        size = regular_file_size(folder / name)
+        record = ArchiveRecord.from_entry(same[-1])
+        if len(same) > 1:
+            # Two records for one file could be kept by one decision and deleted by the other.
+            verdict = Verdict(False, "none", "it is listed more than once in backup_metadata.json")
+        else:
+            verdict = vet(name, Fields.of_entry(same[0]), size, key, now)
+        found.append(Vetted(name, location, verdict, record, size, name))
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.name in listed or ArchiveName.parse(path.name) is None:
+                continue
+            size = regular_file_size(path)
+            problem = "it is not listed in backup_metadata.json" if size is not None else "it is not a regular file"
+            found.append(Vetted(path.name, location, Verdict(False, "none", problem), None, size, path.name))
+    return found
 
 
-def _not_ours(name: str) -> ConfigError:
-    return ConfigError(
-        f"{name} is not a chrono-ci archive: its name does not look like postgres_backup_YYYY-MM-DD_HH-MM-SS.sql.zst.",
-        hint="chrono-ci tests and restores only archives it made (names from `chrono-ci recovery list`).",
-    )
+def in_storage(
+    storage: Storage,
+    key: SigningKey | None,
+    now: datetime,
+    *,
+    depth: Literal["direct", "any"] = "direct",
+    on_vanished: Callable[[str], None] | None = None,
+) -> list[Vetted]:
+    """Every object with our name under the storage's prefix, judged by its own metadata: directly under it
+    (retention, listing), or at any depth (status, which may watch several prefixes at once)."""
+
+    def ours(info: ObjectInfo) -> bool:
+        name = info.key.rsplit("/", 1)[-1] if depth == "any" else info.key
+        return ArchiveName.parse(name) is not None
+
+    candidates = [info for info in storage.list() if ours(info)]
+
+    def stat(info: ObjectInfo) -> ObjectInfo | None:
+        try:
+            return storage.stat(info.key)
+        except ObjectNotFound:
+            if on_vanished is not None:
+                on_vanished(info.key)
+            return None  # removed between the listing and now
+
+    with ThreadPoolExecutor(max_workers=REMOTE_STAT_WORKERS) as pool:
+        stats = list(pool.map(stat, candidates))
+    found: list[Vetted] = []
+    for listed, info in zip(candidates, stats, strict=True):
+        if info is None:
+            continue
+        name = listed.key.rsplit("/", 1)[-1]
+        if not has_our_metadata(info.metadata):
+            verdict = Verdict(False, "none", "it has no chrono-ci metadata")
+            found.append(Vetted(name, storage.url, verdict, None, info.size, listed.key))
+            continue
+        verdict = vet(name, Fields.of_metadata(info.metadata), info.size, key, now)
+        record = ArchiveRecord.from_metadata(name, info.metadata, info.size)
+        found.append(Vetted(name, storage.url, verdict, record, info.size, listed.key))
+    return found
 
 
-def _remote_entry(key: str, metadata: Mapping[str, str], size: int) -> dict[str, Any]:
-    recorded = metadata_fields(metadata).size
-    return {
-        "file": key,
-        "kind": metadata.get("chrono-kind"),
-        "series": metadata.get("chrono-series", "backup"),
-        "source": unquote(metadata.get("chrono-source", "")),
-        "created_at": metadata.get("chrono-created-at"),
-        "compression": metadata.get("chrono-compression"),
-        "sha256": metadata.get("sha256"),
-        # Objects written before chrono-size existed record no size: theirs is the object's own.
-        "size_bytes": size if recorded is None else recorded,
-        "signature": metadata.get("chrono-signature"),
-    }
+def trusted_records(vetted: Iterable[Vetted]) -> list[ArchiveRecord]:
+    return [v.record for v in vetted if v.trusted and v.record is not None]
 
 
-def _manifest_entries(folder: Path) -> list[dict[str, Any]]:
-    return Manifest(folder).read()
-
-
-def list_archives(backup_dir: Path) -> list[ArchiveFile]:
-    """Every archive of ours in the folder, listed or not, oldest first."""
-    entries = {str(e["file"]): e for e in Manifest(backup_dir).read()}
-    found: list[ArchiveFile] = []
-    if backup_dir.is_dir():
-        for path in backup_dir.iterdir():
-            parsed = ArchiveName.parse(path.name)
-            if parsed is not None and path.is_file() and not path.is_symlink():
-                found.append(ArchiveFile(path, parsed, entries.get(path.name)))
-    return sorted(found, key=lambda a: (a.created_at, a.path.name))
-
-
-def file_sha256(folder: Path, name: str) -> str:
-    digest = hashlib.sha256()
-    with open_archive(folder, name) as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
+def newest_per_kind(records: Iterable[ArchiveRecord]) -> list[ArchiveRecord]:
+    """The newest ordinary backup of each kind (safety backups aside), ordered by kind."""
+    newest: dict[str, ArchiveRecord] = {}
+    for record in records:
+        if record.series != "backup" or ArchiveName.parse(record.file) is None:
+            continue
+        if record.kind not in newest or record.created_at > newest[record.kind].created_at:
+            newest[record.kind] = record
+    return [record for _, record in sorted(newest.items())]

@@ -2,88 +2,82 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chrono_ci.archive.catalog import file_sha256, list_archives
-from chrono_ci.archive.manifest import Manifest
-from chrono_ci.archive.names import ArchiveName
-from chrono_ci.archive.provenance import created_time, metadata_fields, vet_bucket, vet_folder
-from chrono_ci.archive.safefile import regular_file_size
+from chrono_ci.archive.catalog import Vetted, in_folder, in_storage
+from chrono_ci.archive.safefile import open_archive
 from chrono_ci.archive.signing import SigningKey
 from chrono_ci.errors import StorageError
 from chrono_ci.report.console import Reporter, human_size
-from chrono_ci.storage.base import Storage
+from chrono_ci.storage.base import CHUNK_SIZE, Storage
+from chrono_ci.timestamps import iso_z
 
 
 def local_rows(backup_dir: Path, checksums: bool, key: SigningKey | None) -> list[dict[str, Any]]:
-    """Every archive in the folder; with `checksums`, each file is re-read and compared with the metadata.
+    """Every archive file in the folder; with `checksums`, each is re-read and compared with its record.
 
     `signature`, `trusted` and `problem` say whether chrono-ci believes the archive's record (see
     chrono_ci/archive/provenance.py).
     """
-    judged = {v.file: v for v in vet_folder(backup_dir, Manifest(backup_dir).read(), key, datetime.now(UTC))}
     rows = []
-    for archive in list_archives(backup_dir):
-        entry = archive.entry or {}
-        status = "unlisted"
-        if entry and checksums:
+    for vetted in in_folder(backup_dir, key, datetime.now(UTC)):
+        if vetted.size is None:
+            continue  # no regular file here: uploaded and not kept, gone, or something planted under its name
+        record = vetted.record
+        checksum = "unlisted"
+        if record is not None and checksums:
             try:
-                status = "ok" if file_sha256(backup_dir, archive.path.name) == entry.get("sha256") else "MISMATCH"
+                checksum = "ok" if file_sha256(backup_dir, vetted.file) == record.sha256 else "MISMATCH"
             except StorageError:
-                status = "UNREADABLE"
-        elif entry:
-            status = "not checked"
-        verdict = judged[archive.path.name].verdict if archive.path.name in judged else None
-        rows.append(
-            {
-                "file": archive.path.name,
-                "kind": archive.kind,
-                "series": archive.name.series,
-                "database": entry.get("database"),
-                "source": entry.get("source"),
-                "created_at": archive.created_at,
-                "size_bytes": regular_file_size(archive.path) or 0,
-                "compression": archive.compression,
-                "sha256": entry.get("sha256"),
-                "checksum": status,
-                "verified": entry.get("verified"),
-                **(verdict.as_dict() if verdict else {"trusted": False, "signature": "none", "problem": None}),
-            }
-        )
+                checksum = "UNREADABLE"
+        elif record is not None:
+            checksum = "not checked"
+        rows.append(_row(vetted, checksum, str(backup_dir / vetted.file)))
+    rows.sort(key=lambda row: (row["created_at"], row["file"]))
     return _mark_newest(rows)
 
 
 def remote_rows(storage: Storage, key: SigningKey | None) -> list[dict[str, Any]]:
     """Every archive of ours in the bucket, from the objects' own metadata (S3 checked each on upload), with
     whether chrono-ci believes that metadata."""
-    judged = vet_bucket(storage, key, datetime.now(UTC))
-    rows = []
-    for vetted in judged:
-        parsed = ArchiveName.parse(vetted.file)
-        assert parsed is not None
-        fields = metadata_fields(vetted.entry or {})
-        source = fields.source if isinstance(fields.source, str) else ""
-        created = vetted.ref.created_at if vetted.ref is not None else created_time(fields.created_at)
-        rows.append(
-            {
-                "file": vetted.file,
-                "kind": vetted.ref.kind if vetted.ref is not None else parsed.kind,
-                "series": parsed.series,
-                "database": source.rsplit("/", 1)[-1] if source else None,
-                "source": source or None,
-                "created_at": (created or parsed.stamp).isoformat().replace("+00:00", "Z"),
-                "size_bytes": vetted.size,
-                "compression": (vetted.entry or {}).get("chrono-compression"),
-                "sha256": (vetted.entry or {}).get("sha256"),
-                "checksum": "recorded",
-                "location": f"{storage.url.rstrip('/')}/{vetted.file}",
-                **vetted.verdict.as_dict(),
-            }
-        )
+    rows = [
+        _row(vetted, "recorded", f"{storage.url.rstrip('/')}/{vetted.key}")
+        for vetted in in_storage(storage, key, datetime.now(UTC))
+    ]
     rows.sort(key=lambda row: (row["created_at"], row["file"]))
     return _mark_newest(rows)
+
+
+def _row(vetted: Vetted, checksum: str, location: str) -> dict[str, Any]:
+    """One row of `recovery list`, the same for a folder and a bucket."""
+    record = vetted.record
+    parsed = vetted.name
+    return {
+        "file": vetted.file,
+        "kind": parsed.kind,
+        "series": parsed.series,
+        "database": record.database if record is not None else None,
+        "source": (record.source or None) if record is not None else None,
+        "created_at": record.created_at if record is not None and record.created else iso_z(parsed.stamp),
+        "size_bytes": vetted.size or 0,
+        "compression": record.compression if record is not None else parsed.compression,
+        "sha256": record.sha256 if record is not None else None,
+        "checksum": checksum,
+        "verified": dict(record.verified) if record is not None and record.verified is not None else None,
+        "location": location,
+        **vetted.verdict.as_dict(),
+    }
+
+
+def file_sha256(folder: Path, name: str) -> str:
+    digest = hashlib.sha256()
+    with open_archive(folder, name) as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _mark_newest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chrono_ci.archive.names import ArchiveName
+from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.errors import StorageError
 from chrono_ci.storage.local import ensure_private_dir, folder_lock
 
@@ -42,6 +42,15 @@ class Manifest:
         except OSError as exc:
             raise StorageError(f"Cannot read {self.path}: {exc.strerror}.", hint="Check its permissions.") from exc
         return _parse_manifest(text, self.path)
+
+    def records(self) -> list[ArchiveRecord]:
+        """The entries as records, not yet judged (chrono_ci/archive/catalog.py judges them)."""
+        return [ArchiveRecord.from_entry(entry) for entry in self.read()]
+
+    def add(self, record: ArchiveRecord) -> None:
+        """Append a record under the folder's lock."""
+        with self.locked() as entries:
+            entries.append(record.to_entry())
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[list[dict[str, Any]]]:
@@ -72,18 +81,6 @@ class Manifest:
                     hint="Free space and run again; the previous metadata is intact.",
                 ) from exc
             raise StorageError(f"Cannot update {self.path}: {exc.strerror}.", hint="Check the folder.") from exc
-
-
-def newest_per_kind(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The newest ordinary backup of each kind (safety backups aside), ordered by kind."""
-    newest: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if entry.get("series", "backup") != "backup" or ArchiveName.parse(str(entry["file"])) is None:
-            continue
-        kind = str(entry.get("kind"))
-        if kind not in newest or str(entry.get("created_at")) > str(newest[kind].get("created_at")):
-            newest[kind] = entry
-    return [entry for _, entry in sorted(newest.items())]
 
 
 def _damaged_hint(path: Path) -> str:

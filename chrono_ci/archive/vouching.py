@@ -9,17 +9,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chrono_ci.archive.catalog import ArchiveFile
-from chrono_ci.archive.provenance import Verdict, entry_fields, vet
+from chrono_ci.archive.locate import ArchiveFile
+from chrono_ci.archive.provenance import Verdict, vet
 from chrono_ci.archive.signing import SigningKey
 from chrono_ci.errors import Untrusted, VerificationFailed
 
 
 def judge_archive(archive: ArchiveFile, key: SigningKey | None, now: datetime) -> Verdict:
     """Whether a trusted record vouches for the archive file about to be tested or restored."""
-    if archive.entry is None:
+    if archive.claims is None:
         return Verdict(False, "none", f"no record describes it (no entry in backup_metadata.json{_or_s3(archive)})")
-    return vet(archive.path.name, entry_fields(archive.entry), _size_of(archive.path), key, now)
+    return vet(archive.path.name, archive.claims, _size_of(archive.path), key, now)
 
 
 def require_provenance(
@@ -36,11 +36,11 @@ def require_provenance(
     size is not the one its record gives. Returns what --json reports as `provenance`.
     """
     name = archive.path.name
-    recorded = entry_fields(archive.entry).size if archive.entry is not None else None
+    recorded = archive.claims.size if archive.claims is not None else None
     size = _size_of(archive.path)
     if isinstance(recorded, int) and not isinstance(recorded, bool) and size is not None and recorded != size:
         raise VerificationFailed(
-            f"{name} is {size} bytes, not the {recorded} its record in {archive.record} gives (cut short or "
+            f"{name} is {size} bytes, not the {recorded} its record in {archive.where} gives (cut short or "
             "replaced): refusing to restore it. Nothing was touched.",
             hint="Choose another archive from `chrono-ci recovery list`.",
         )
@@ -51,7 +51,7 @@ def require_provenance(
     if allow_unlisted:
         warn(f"{name} is not vouched for by a trusted record ({verdict.problem}); going on because of --allow-unlisted")
         return {**document, "allowed_unlisted": True}
-    if archive.entry is None:
+    if archive.claims is None:
         raise Untrusted(
             f"{name} has no record: {verdict.problem}, so nothing shows that chrono-ci made it: refusing to restore "
             "it. Nothing was touched.",
@@ -59,7 +59,7 @@ def require_provenance(
             "made it yourself and trust it, run again with --allow-unlisted.",
         )
     raise Untrusted(
-        f"The record of {name} in {archive.record} is not trusted ({verdict.problem}): refusing to restore it. "
+        f"The record of {name} in {archive.where} is not trusted ({verdict.problem}): refusing to restore it. "
         "Nothing was touched.",
         hint="Choose an archive whose record is trusted (`chrono-ci recovery list`, column record). If you are "
         "sure this one is yours (made before BACKUP_SIGNING_KEY was set, or with another key), run again with "
@@ -70,7 +70,7 @@ def require_provenance(
 def provenance_document(archive: ArchiveFile, verdict: Verdict) -> dict[str, Any]:
     """What --json reports as `provenance`: where the record is, and whether it is believed."""
     return {
-        "record": archive.record if archive.entry is not None else None,
+        "record": archive.where if archive.claims is not None else None,
         **verdict.as_dict(),
         "allowed_unlisted": False,
     }
@@ -85,4 +85,4 @@ def _size_of(path: Path) -> int | None:
 
 
 def _or_s3(archive: ArchiveFile) -> str:
-    return ", no chrono-ci metadata on the S3 object" if archive.record.startswith("s3://") else ""
+    return ", no chrono-ci metadata on the S3 object" if archive.where.startswith("s3://") else ""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from chrono_ci import __version__
-from chrono_ci.archive.manifest import Manifest, newest_per_kind
-from chrono_ci.cli.command import State, cli_values, guarded, print_checks
+from chrono_ci.archive.record import ArchiveRecord
+from chrono_ci.cli.command import State, cli_values, guarded
 from chrono_ci.cli.options import (
     ArtifactName,
     BackupDir,
@@ -54,7 +53,7 @@ def _settings_report(settings: Settings, reporter: Reporter) -> None:
         reporter.info(f"encryption: age, to {to}")
 
 
-def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | None], json_output: bool) -> None:
+def _backup_kinds(kinds: list[str], cli: dict[str, str | None], json_output: bool) -> None:
     def body(reporter: Reporter) -> int:
         from time import monotonic
 
@@ -80,7 +79,7 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
             failed = [*failures, *more]
             document = backup_body(
                 "backup " + ("all" if len(kinds) > 1 else kinds[0]),
-                [r.entry for r in results],
+                [r.record.to_entry() for r in results],
                 failed,
                 monotonic() - started,
                 secrets=secrets,
@@ -94,7 +93,7 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
             reporter.add_secrets(secrets)
             reporter.step(f"chrono-ci {__version__}: backup {' + '.join(kinds)}")
             _settings_report(settings, reporter)
-            run_kinds(settings, kinds, optional, results, failures, reporter)
+            run_kinds(settings, kinds, results, failures, reporter)
         except Exception as exc:  # a ChronoError, an interrupt, or a bug: the monitor hears of each
             error = exc if isinstance(exc, ChronoError) else ChronoError(f"unexpected {type(exc).__name__}")
             ping([(kinds[0] if len(kinds) == 1 else "backup", error)])
@@ -105,7 +104,7 @@ def _backup_kinds(kinds: list[str], optional: set[str], cli: dict[str, str | Non
             reporter.emit_json(
                 {
                     "ok": not failures,
-                    "backups": [dict(r.entry, path=str(r.path)) for r in results],
+                    "backups": [dict(r.record.to_entry(), path=str(r.path)) for r in results],
                     "removed": [d.archive.key for r in results for d in r.removed],
                     "rejected": [v.rejection() for r in results for v in r.rejected],
                     "failed": [
@@ -141,7 +140,7 @@ def backup_postgres(
     json_output: JsonOutput = False,
 ) -> None:
     """Back up the PostgreSQL database at DATABASE_URL (the guide's backup:postgres)."""
-    _backup_kinds(["postgres"], set(), cli_values(ctx, locals()), json_output)
+    _backup_kinds(["postgres"], cli_values(ctx, locals()), json_output)
 
 
 @backup_app.command("supabase")
@@ -166,7 +165,7 @@ def backup_supabase(
     json_output: JsonOutput = False,
 ) -> None:
     """Back up the Supabase database at SUPABASE_DB_URL (the guide's backup:supabase)."""
-    _backup_kinds(["supabase"], set(), cli_values(ctx, locals()), json_output)
+    _backup_kinds(["supabase"], cli_values(ctx, locals()), json_output)
 
 
 @backup_app.command("all")
@@ -192,7 +191,7 @@ def backup_all(
     json_output: JsonOutput = False,
 ) -> None:
     """Back up every configured database; goes on after a failure and exits non-zero if any failed."""
-    _backup_kinds(["postgres", "supabase"], {"supabase"}, cli_values(ctx, locals()), json_output)
+    _backup_kinds(["postgres", "supabase"], cli_values(ctx, locals()), json_output)
 
 
 @backup_app.command("test")
@@ -203,18 +202,18 @@ def backup_test(ctx: typer.Context, backup_dir: BackupDir = None, json_output: J
     def body(reporter: Reporter) -> int:
         from datetime import UTC, datetime
 
-        from chrono_ci.archive.provenance import vet_folder
+        from chrono_ci.archive.catalog import in_folder, newest_per_kind, trusted_records
         from chrono_ci.retention.apply import report_rejected
 
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
         reporter.step(f"testing the newest archives in {settings.backup_dir}")
         folder = settings.backup_dir
-        judged = vet_folder(folder, Manifest(folder).read(), settings.signing_key, datetime.now(UTC))
+        judged = in_folder(folder, settings.signing_key, datetime.now(UTC))
         rejected = [v for v in judged if not v.trusted]
         report_rejected(rejected, reporter)
         # The newest record chrono-ci believes: a forged one must not stand in for the real newest backup.
-        newest = newest_per_kind([dict(v.entry) for v in judged if v.trusted and v.entry is not None])
+        newest = newest_per_kind(trusted_records(judged))
         if not newest:
             raise ObjectNotFound(
                 f"No backup to test in {folder}: backup_metadata.json lists none"
@@ -232,13 +231,13 @@ def backup_test(ctx: typer.Context, backup_dir: BackupDir = None, json_output: J
     guarded(body, json_output)
 
 
-def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, reporter: Reporter) -> IntegrityReport:
+def _test_one(folder: Path, record: ArchiveRecord, encryption: Encryption, reporter: Reporter) -> IntegrityReport:
     from chrono_ci.archive.safefile import open_archive
     from chrono_ci.errors import StorageError
     from chrono_ci.verify.integrity import Check, check_stream
 
-    name = str(entry["file"])
-    reporter.step(f"{entry.get('kind')}: {name}")
+    name = record.file
+    reporter.step(f"{record.kind}: {name}")
     encrypted = name.endswith(".age")
     try:
         handle = open_archive(folder, name)
@@ -249,11 +248,11 @@ def _test_one(folder: Path, entry: dict[str, Any], encryption: Encryption, repor
             report = check_stream(
                 handle,
                 name,
-                entry.get("compression", "none"),
-                entry,
+                record.stored_compression,
+                record,
                 encrypted=encrypted,
                 decrypt=encryption.decrypt_for(encrypted) if encryption.can_decrypt else None,
-                profile="supabase" if entry.get("kind") == "supabase" else "postgres",
+                profile=record.kind,
             )
-    print_checks(report, reporter)
+    report.print(reporter)
     return report

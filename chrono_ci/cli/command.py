@@ -16,7 +16,6 @@ from chrono_ci.config.settings import Settings
 from chrono_ci.errors import ChronoError, ExitCode
 from chrono_ci.report.console import Reporter
 from chrono_ci.storage.base import Storage
-from chrono_ci.verify.integrity import IntegrityReport
 
 
 class State:
@@ -62,17 +61,6 @@ def guarded(action: Callable[[Reporter], int], json_output: bool = False) -> Non
         reporter.line("hint:  this is a bug in chrono-ci; run again with --debug and report the traceback.")
         raise typer.Exit(int(ExitCode.FAILED)) from None
     raise typer.Exit(code)
-
-
-def print_checks(report: IntegrityReport, reporter: Reporter) -> None:
-    for check in report.checks:
-        if check.ok is True:
-            reporter.ok(f"{check.name}: {check.detail}")
-        elif check.ok is None:
-            reporter.info(f"{check.name}: {check.detail}")
-        else:
-            reporter.fail(f"{check.name}: {check.detail}")
-    reporter.line(f"{report.file}: {'valid' if report.ok else 'FAILED: ' + ', '.join(c.name for c in report.failed())}")
 
 
 def origin_of(value: str) -> str:

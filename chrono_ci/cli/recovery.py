@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from chrono_ci import __version__
-from chrono_ci.archive.catalog import ArchiveFile
-from chrono_ci.cli.command import State, cli_values, guarded, origin_of, print_checks, s3_storage
+from chrono_ci.archive.locate import ArchiveFile
+from chrono_ci.cli.command import State, cli_values, guarded, origin_of, s3_storage
 from chrono_ci.cli.options import (
     AllowUnlisted,
     BackupDir,
@@ -86,7 +86,7 @@ def recovery_test(
     cli = cli_values(ctx, {k: v for k, v in locals().items() if k not in ("file", "origin")})
 
     def body(reporter: Reporter) -> int:
-        from chrono_ci.archive.catalog import located_archive
+        from chrono_ci.archive.locate import located_archive
 
         settings = resolve_settings(cli)
         reporter.add_secrets(settings.secrets())
@@ -136,12 +136,12 @@ def _test_archive(
     report = check_archive(
         archive.path,
         archive.compression,
-        archive.entry,
+        archive.record,
         encrypted=archive.encrypted,
         decrypt=decrypt,
         profile=archive.kind,
     )
-    print_checks(report, reporter)
+    report.print(reporter)
     document: dict[str, Any] = {**report.as_dict(), "provenance": provenance}
     ok = report.ok
     if restore and report.ok and report.contents is not None:
@@ -149,7 +149,7 @@ def _test_archive(
         proof = restore_verify(
             archive.path,
             archive.compression,
-            Expected.of(archive.entry, report.contents),
+            Expected.of(archive.record, report.contents),
             settings.scratch,
             profile=archive.kind,
             decrypt=decrypt,
@@ -198,7 +198,8 @@ def recovery_restore(
     cli = cli_values(ctx, {k: v for k, v in locals().items() if k not in ("file", "origin")})
 
     def body(reporter: Reporter) -> int:
-        from chrono_ci.archive.catalog import located_archive
+        from chrono_ci.archive.locate import located_archive
+        from chrono_ci.profiles import profile_of_archive
         from chrono_ci.restore.plan import terminal_prompt
         from chrono_ci.restore.run import run_restore
         from chrono_ci.restore.session import SessionRules
@@ -218,9 +219,10 @@ def recovery_restore(
                 target=settings.restore_target,
                 ask=terminal_prompt(),
                 sessions=SessionRules(settings.lock_timeout, terminate_sessions),
-                safety_backup=lambda target: run_backup(
-                    settings, archive.kind, reporter, series="safety", target=target
-                ).entry["file"],
+                safety_backup=lambda target: (
+                    run_backup(settings, archive.kind, reporter, series="safety", target=target).record.file
+                ),
+                profile=profile_of_archive(archive),
             )
         if State.json_mode:
             reporter.emit_json({**result, "provenance": provenance})

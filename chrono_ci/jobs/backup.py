@@ -14,36 +14,32 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from chrono_ci import __version__
+from chrono_ci.archive.catalog import Vetted
 from chrono_ci.archive.manifest import Manifest
 from chrono_ci.archive.names import reserve_archive_name
-from chrono_ci.archive.provenance import Vetted
-from chrono_ci.archive.remote_metadata import remote_metadata, remote_seal
-from chrono_ci.archive.signing import Record
+from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.settings import Settings
-from chrono_ci.config.targets import target_for
-from chrono_ci.dump.pg_dump import DumpProcess
-from chrono_ci.dump.supabase_dump import SupabaseDump
-from chrono_ci.dump.supabase_dump import summary_line as supabase_summary_line
 from chrono_ci.errors import ChronoError, StorageError, VerificationFailed
 from chrono_ci.pipeline.fanout import Destination, put_everywhere
 from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
+from chrono_ci.profiles import profile_for
 from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.restore.replay import Expected
 from chrono_ci.retention.apply import abort_abandoned_uploads, rotate, rotate_remote
 from chrono_ci.retention.policy import Decision
-from chrono_ci.source import supabase_checks
 from chrono_ci.source.target import DatabaseTarget, probe_server
 from chrono_ci.source.tools import choose_pg_tools
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
 from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
+from chrono_ci.timestamps import iso_z
 from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
 from chrono_ci.verify.scratch import restore_verify
 
@@ -51,7 +47,7 @@ from chrono_ci.verify.scratch import restore_verify
 @dataclass
 class BackupResult:
     kind: str
-    entry: dict[str, Any]
+    record: ArchiveRecord
     path: Path
     check: IntegrityReport
     removed: list[Decision] = field(default_factory=list)
@@ -78,7 +74,8 @@ def run_backup(
 ) -> BackupResult:
     """`artifact_name` overrides ARTIFACT_NAME (the CLI gives each kind its own name in `backup all`)."""
     env = os.environ if environ is None else environ
-    target = target or target_for(settings, kind)
+    profile = profile_for(kind)
+    target = target or profile.target(settings)
     folder = settings.backup_dir
     manifest = Manifest(folder)
     # A folder we cannot write, a damaged manifest or an unusable upload target stops us before we dump.
@@ -90,29 +87,39 @@ def run_backup(
     destinations = open_destinations(settings, kind, series, target, env, reporter, artifact_name)
 
     reporter.info(f"connecting to {target.display()}")
-    if kind == "supabase":
-        supabase_checks.diagnose_url(target)
+    profile.check_url(target)
     server = probe_server(target)
     tools = choose_pg_tools(server, settings.pg_bin_dir)
-    if kind == "supabase":
-        supabase_checks.check_read_privileges(target)
+    profile.check_access(target)
     reporter.ok(
         f"PostgreSQL {server.version} ({server.database} as {server.user}); "
         f"pg_dump {tools.version} from {tools.origin} ({tools.bin_dir})"
     )
 
     created = clock()
-    created_iso = created.astimezone(UTC).isoformat().replace("+00:00", "Z")
     encryption = settings.encryption
     extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
     reservation = reserve_archive_name(folder, kind, series, created, extension)
     name = reservation.name
-    source = source_id(target)
-    metadata = remote_metadata(kind, series, source, created_iso, settings.compression)
-    seal = remote_seal(name, kind, source, created_iso, settings.signing_key)
+    record = ArchiveRecord(
+        file=name,
+        kind=kind,
+        series=series,
+        database=target.dbname,
+        host=target.host,
+        port=target.port,
+        source=source_id(target),
+        created_at=iso_z(created),
+        compression=settings.compression,
+        compression_level=settings.compression_level if settings.compression != "none" else None,
+        profile=profile.kind,
+        encryption=encryption.method,
+        tool_version=__version__,
+        local=settings.keep_local,
+    )
     started = time.monotonic()
     try:
-        dump = SupabaseDump(tools, target) if kind == "supabase" else DumpProcess(tools, target)
+        dump = profile.open_dump(tools, target)
         stream = ArchiveStream(
             dump,
             make_stages(
@@ -124,7 +131,7 @@ def run_backup(
             profile=kind,
         )
         try:
-            put_everywhere(destinations, name, stream, metadata, seal)  # type: ignore[arg-type]
+            put_everywhere(destinations, name, stream, record.metadata(), record.seal(settings.signing_key))  # type: ignore[arg-type]
         finally:
             stream.close()
             for destination in destinations:
@@ -143,39 +150,21 @@ def run_backup(
         f"of SQL, ratio {ratio:.1f}x, {duration:.1f} s, {len(stats.tables)} tables, {sum(stats.tables.values())} rows)"
     )
 
-    entry: dict[str, Any] = {
-        "file": name,
-        "kind": kind,
-        "series": series,
-        "database": target.dbname,
-        "host": target.host,
-        "port": target.port,
-        "source": source,
-        "created_at": created_iso,
-        "size_bytes": stored.size,
-        "sha256": stored.metadata["sha256"],
-        "raw_size_bytes": stats.raw_bytes,
-        "compression": settings.compression,
-        "compression_level": settings.compression_level if settings.compression != "none" else None,
-        "format": "plain",
-        "profile": "supabase" if isinstance(dump, SupabaseDump) else "postgres",
-        "parts": dump.parts if isinstance(dump, SupabaseDump) else ["schema", "data"],
-        "encryption": encryption.method,
-        "server_version": server.version,
-        "pg_dump_version": tools.version,
-        "duration_seconds": round(duration, 3),
-        "tables": stats.tables,
-        "verified": None,
-        "tool_version": __version__,
-        "local": settings.keep_local,
-        "uploads": [],
-    }
+    record = replace(
+        record,
+        size_bytes=stored.size,
+        sha256=stored.metadata["sha256"],
+        raw_size_bytes=stats.raw_bytes,
+        parts=profile.parts(dump),
+        server_version=server.version,
+        pg_dump_version=tools.version,
+        duration_seconds=round(duration, 3),
+        tables=dict(stats.tables),
+    )
     if settings.signing_key is not None:
-        entry["signature"] = settings.signing_key.sign(
-            Record(name, stored.size, entry["sha256"], source, kind, created_iso)
-        )
+        record = replace(record, signature=settings.signing_key.sign(record.signed()))
 
-    check = _check_primary(primary, name, settings, entry)
+    check = _check_primary(primary, name, settings, record)
     if not check.ok:
         # An archive that fails its own check must not linger looking like a backup.
         _discard_everywhere(destinations, name)
@@ -184,16 +173,16 @@ def run_backup(
             f"The new archive {name} failed its integrity check and was removed: {failed}",
             hint="The disk or filesystem may be faulty; older backups were not touched. Run again.",
         )
-    entry["verified"] = {"level": "check", "ok": True, "at": _now_iso(clock)}
+    verified: dict[str, Any] = {"level": "check", "ok": True, "at": iso_z(clock())}
     reporter.ok(f"integrity check passed: {', '.join(c.name for c in check.checks if c.ok)}")
     unchecked = [c for c in check.checks if c.ok is None]
     for item in unchecked:
         reporter.info(f"{item.name}: {item.detail}")
     if unchecked:
-        entry["verified"]["not_checked"] = [c.name for c in unchecked]
+        verified["not_checked"] = [c.name for c in unchecked]
 
-    entry["uploads"] = [_upload_record(d, name, entry["sha256"]) for d in destinations if d.target != "local"]
-    for upload in entry["uploads"]:
+    uploads = [_upload_record(d, name, stored.metadata["sha256"]) for d in destinations if d.target != "local"]
+    for upload in uploads:
         where = upload.get("uri") or upload.get("artifact_url") or upload.get("name")
         if upload["ok"]:
             reporter.ok(f"uploaded to {upload['target']}: {where} (sha256 checked)")
@@ -201,23 +190,23 @@ def run_backup(
             reporter.fail(f"upload to {upload['target']} failed: {upload['error']}")
 
     proof = None
-    if settings.verify == "restore" and all(u["ok"] for u in entry["uploads"]):
+    if settings.verify == "restore" and all(u["ok"] for u in uploads):
         reporter.info("restore-verification: restoring into a scratch database")
         with _local_archive(primary, name, path) as local_path:
             proof = restore_verify(
                 local_path,
                 settings.compression,
-                Expected(sha256=entry["sha256"], raw_size=stats.raw_bytes, tables=stats.tables),
+                Expected(sha256=record.sha256, raw_size=stats.raw_bytes, tables=stats.tables),
                 settings.scratch,
                 profile=kind,
                 decrypt=_decrypt_for_check(settings),
             )
-        entry["verified"] = {**proof.as_dict(), "at": _now_iso(clock)}
+        verified = {**proof.as_dict(), "at": iso_z(clock())}
         (reporter.ok if proof.ok else reporter.fail)(f"restore-verification: {proof.summary()}")
+    record = replace(record, verified=verified, uploads=tuple(uploads))
 
     try:
-        with manifest.locked() as entries:
-            entries.append(entry)
+        manifest.add(record)
     except ChronoError as error:
         # An archive the metadata does not list is never trusted, rotated or restored: keeping it would only
         # leave a backup that looks made and is not.
@@ -227,7 +216,7 @@ def run_backup(
             hint=error.hint or "Fix the backup folder and run again; older backups were not touched.",
         ) from error
 
-    failed_uploads = [u for u in entry["uploads"] if not u["ok"]]
+    failed_uploads = [u for u in uploads if not u["ok"]]
     if failed_uploads:
         kept = "The archive stays in BACKUP_DIR. " if settings.keep_local else ""
         raise StorageError(
@@ -248,19 +237,17 @@ def run_backup(
     removed: list[Decision] = []
     rejected: list[Vetted] = []
     key = settings.signing_key
+    group = (kind, record.source)
     if settings.keep_local:
-        rotation = rotate(folder, manifest, (kind, source), [name], settings.retention, clock(), reporter, key=key)
+        rotation = rotate(folder, manifest, group, [name], settings.retention, clock(), reporter, key=key)
         removed, rejected = rotation.removed, rotation.rejected
     for destination in destinations:
         if destination.target == "s3":
-            remote = rotate_remote(
-                destination.storage, (kind, source), name, settings.retention, clock(), reporter, key=key
-            )
+            remote = rotate_remote(destination.storage, group, name, settings.retention, clock(), reporter, key=key)
             removed += remote.removed
             rejected += remote.rejected
-    if kind == "supabase":
-        reporter.info(supabase_summary_line())
-    return BackupResult(kind=kind, entry=entry, path=path, check=check, removed=removed, rejected=rejected)
+    profile.after_backup(reporter)
+    return BackupResult(kind=kind, record=record, path=path, check=check, removed=removed, rejected=rejected)
 
 
 def open_destinations(
@@ -316,7 +303,7 @@ def _discard_everywhere(destinations: list[Destination], name: str) -> None:
                 destination.storage.delete(name)
 
 
-def _check_primary(primary: Destination, name: str, settings: Settings, entry: dict[str, Any]) -> IntegrityReport:
+def _check_primary(primary: Destination, name: str, settings: Settings, record: ArchiveRecord) -> IntegrityReport:
     # The row counts were taken from these very bytes a moment ago: the check proves the stored file (checksum,
     # full decompression, trailer, size) without paying for the count twice.
     encrypted = settings.encryption.enabled
@@ -325,7 +312,7 @@ def _check_primary(primary: Destination, name: str, settings: Settings, entry: d
         return check_archive(
             settings.backup_dir / name,
             settings.compression,
-            entry,
+            record,
             count_rows=False,
             encrypted=encrypted,
             decrypt=decrypt,
@@ -333,7 +320,7 @@ def _check_primary(primary: Destination, name: str, settings: Settings, entry: d
     # Kept nowhere locally: read it back from where it went, in full.
     with primary.storage.open(name) as handle:
         return check_stream(
-            handle, name, settings.compression, entry, count_rows=False, encrypted=encrypted, decrypt=decrypt
+            handle, name, settings.compression, record, count_rows=False, encrypted=encrypted, decrypt=decrypt
         )
 
 
@@ -374,7 +361,3 @@ def _upload_record(destination: Destination, name: str, sha256: str) -> dict[str
         record["artifact_id"] = info.metadata.get("artifact_id")
         record["artifact_url"] = info.metadata.get("artifact_url")
     return record
-
-
-def _now_iso(clock: Callable[[], datetime]) -> str:
-    return clock().astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -7,23 +7,28 @@ from chrono_ci.archive.manifest import Manifest
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import ChronoError
 from chrono_ci.jobs.backup import BackupResult, run_backup
+from chrono_ci.profiles import profile_for
 from chrono_ci.report.console import Reporter, human_size
 
 
 def run_kinds(
     settings: Settings,
     kinds: list[str],
-    optional: set[str],
     results: list[BackupResult],
     failures: list[tuple[str, ChronoError]],
     reporter: Reporter,
 ) -> None:
-    # `backup all` skips an optional kind whose database is not configured: only the others are backed up.
-    going = [kind for kind in kinds if kind not in optional or _configured(settings, kind)]
+    # `backup all` skips a kind whose profile is optional and whose database is not configured: only the others
+    # are backed up. Asked for alone, every kind needs its database.
+    going = [
+        kind
+        for kind in kinds
+        if len(kinds) == 1 or not profile_for(kind).optional or profile_for(kind).configured(settings) is not None
+    ]
     for kind in kinds:
         if kind not in going:
             reporter.step(f"{kind}: skipped")
-            reporter.info("SUPABASE_DB_URL is not set: no Supabase database to back up (not an error)")
+            reporter.info(f"{profile_for(kind).url_setting} is not set: no {kind} database to back up (not an error)")
             continue
         reporter.step(f"{kind} backup")
         # Artifact names are unique per workflow run: two archives in one run need two names. One database keeps
@@ -41,10 +46,6 @@ def run_kinds(
             failures.append((kind, error))
 
 
-def _configured(settings: Settings, kind: str) -> bool:
-    return (settings.supabase if kind == "supabase" else settings.database) is not None
-
-
 def print_summary(
     settings: Settings,
     results: list[BackupResult],
@@ -53,15 +54,15 @@ def print_summary(
 ) -> None:
     reporter.step("summary")
     for result in results:
-        reporter.ok(f"{result.kind}: {result.entry['file']} ({human_size(result.entry['size_bytes'])}), verified")
+        reporter.ok(f"{result.kind}: {result.record.file} ({human_size(result.record.size_bytes or 0)}), verified")
     for kind, error in failures:
         reporter.fail(f"{kind}: {error.message.splitlines()[0]}")
     try:
-        entries = Manifest(settings.backup_dir).read()
+        records = Manifest(settings.backup_dir).records()
     except ChronoError:
-        entries = []
-    present = [e for e in entries if (settings.backup_dir / e["file"]).is_file()]
-    total = sum(int(e.get("size_bytes", 0)) for e in present)
+        records = []
+    present = [record for record in records if (settings.backup_dir / record.file).is_file()]
+    total = sum(record.size_bytes or 0 for record in present)
     reporter.info(f"{len(present)} archive(s) in {settings.backup_dir}, {human_size(total)} in all")
     if failures:
         reporter.line(f"{len(failures)} of {len(failures) + len(results)} backup(s) FAILED")

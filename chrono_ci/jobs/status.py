@@ -14,16 +14,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from chrono_ci.report.console import human_size
+from chrono_ci.timestamps import iso_z
 
 TREND_LENGTH = 10
 # Newest good backup below this share of the median of the ones before it: flagged as a probable silent
 # failure (an emptied table, a role that lost its grants, the wrong database).
 DROP_RATIO = 0.5
-S3_STAT_WORKERS = 8
 
 State = Literal["good", "failed", "missing", "unlisted", "untrusted"]
 Level = Literal["error", "warning"]
@@ -176,7 +176,7 @@ class StatusReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
-            "now": _iso(self.now),
+            "now": iso_z(self.now),
             "max_age_seconds": int(self.max_age.total_seconds()) if self.max_age is not None else None,
             "archives": self.archives,
             "unlisted": self.unlisted,
@@ -295,10 +295,6 @@ def _trend(good: list[StatusArchive]) -> Trend:
 # -------------------------------------------------------------------------------------------------- helpers
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _problem_dict(problem: Problem) -> dict[str, str]:
     return {"level": problem.level, "message": problem.message}
 
@@ -306,7 +302,7 @@ def _problem_dict(problem: Problem) -> dict[str, str]:
 def _archive_dict(archive: StatusArchive) -> dict[str, Any]:
     return {
         "file": archive.file,
-        "created_at": _iso(archive.created_at),
+        "created_at": iso_z(archive.created_at),
         "size_bytes": archive.size_bytes,
         "raw_size_bytes": archive.raw_size_bytes,
         "verified": None
@@ -332,7 +328,7 @@ def _database_dict(status: DatabaseStatus) -> dict[str, Any]:
         "trend": {
             "measure": status.trend.measure,
             "sizes": [
-                {"file": a.file, "created_at": _iso(a.created_at), "bytes": size} for a, size in status.trend.points
+                {"file": a.file, "created_at": iso_z(a.created_at), "bytes": size} for a, size in status.trend.points
             ],
             "median_before": status.trend.median_before,
             "change": status.trend.change,

@@ -5,15 +5,15 @@ printed and confirmed."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from chrono_ci.archive.catalog import ArchiveFile
+from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.config.settings import Settings
-from chrono_ci.config.targets import target_for
 from chrono_ci.errors import Refused
 from chrono_ci.report.console import Reporter
-from chrono_ci.restore import supabase
+from chrono_ci.restore.replay import Proof
 from chrono_ci.restore.schemas import SchemaState, restore_rights_problems, user_schemas
 from chrono_ci.restore.session import ServerSession, other_sessions, sessions_text
 from chrono_ci.source.target import DatabaseTarget, ServerInfo, probe_server
@@ -36,14 +36,33 @@ class RestorePlan:
         return self.source_database is not None and self.source_database != self.target.dbname
 
 
-def plan_restore(settings: Settings, archive: ArchiveFile, target: DatabaseTarget | None) -> RestorePlan:
-    target = target or target_for(settings, archive.kind)
+class RestoreProfile(Protocol):
+    """What a restore asks the archive's profile (chrono_ci/profiles), passed in by the caller."""
+
+    def target(self, settings: Settings) -> DatabaseTarget: ...
+
+    def plan_schemas(
+        self, target: DatabaseTarget, schemas: Sequence[SchemaState], archive: ArchiveFile
+    ) -> tuple[list[SchemaState], list[str]]: ...
+
+    def preamble(
+        self,
+        target: DatabaseTarget,
+        server: ServerInfo,
+        schemas: Sequence[SchemaState],
+        archive: ArchiveFile,
+        tables: Sequence[str],
+    ) -> tuple[list[str], Proof | None]: ...
+
+
+def plan_restore(
+    settings: Settings, archive: ArchiveFile, target: DatabaseTarget | None, profile: RestoreProfile
+) -> RestorePlan:
+    """`target`: --target-url, else the database of the archive's kind."""
+    target = target or profile.target(settings)
     server = probe_server(target)
     tools = choose_pg_tools(server, settings.pg_bin_dir)
-    schemas = user_schemas(target)
-    extra: list[str] = []
-    if supabase.is_supabase_archive(archive):  # Supabase's managed schemas stay; only user schemas are replaced
-        schemas, extra = supabase.plan_restore(target, schemas, archive)
+    schemas, extra = profile.plan_schemas(target, user_schemas(target), archive)
     plan = RestorePlan(archive, target, server, tools, schemas, source_database=_source_database(archive))
     plan.problems = restore_rights_problems(target, schemas) + extra
     session = ServerSession(target, application="chrono-ci restore (plan)")
@@ -56,15 +75,13 @@ def plan_restore(settings: Settings, archive: ArchiveFile, target: DatabaseTarge
 
 def _source_database(archive: ArchiveFile) -> str | None:
     """The database named by the record's source (host:port/database), if there is a record."""
-    source = (archive.entry or {}).get("source")
-    if not isinstance(source, str) or "/" not in source:
-        return None
-    return source.rpartition("/")[2] or None
+    source = archive.record.source if archive.record is not None else ""
+    return (source.rpartition("/")[2] or None) if "/" in source else None
 
 
 def print_plan(plan: RestorePlan, reporter: Reporter) -> None:
-    entry = plan.archive.entry or {}
-    source = entry.get("source") or "unknown (no metadata entry)"
+    record = plan.archive.record
+    source = (record.source if record is not None else "") or "unknown (no metadata entry)"
     reporter.info(f"backup: {plan.archive.path.name}, made {plan.archive.created_at} from {source}")
     reporter.info(
         f"target: {plan.target.display()} (PostgreSQL {plan.server.version}); restored by chrono-ci over one "

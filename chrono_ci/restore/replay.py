@@ -15,13 +15,13 @@ chrono-ci runs the archive itself, over one libpq connection, instead of handing
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from psycopg import pq
 
+from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.options import Compression
 from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
@@ -76,22 +76,16 @@ class Expected:
     tables: dict[str, int] | None = None
 
     @staticmethod
-    def of(record: Mapping[str, Any] | None, contents: ArchiveContents | None) -> Expected:
-        record = record or {}
-        sha256 = record.get("sha256")
-        raw = record.get("raw_size_bytes")
-        tables = record.get("tables")
-        valid_tables = isinstance(tables, dict) and all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in tables.items()
-        )
+    def of(record: ArchiveRecord | None, contents: ArchiveContents | None) -> Expected:
+        """What a replay must end with: the record's sha256, raw size and row counts, or what the integrity check
+        counted where the record has none."""
+        sha256 = record.sha256 if record is not None else None
+        raw = record.raw_size_bytes if record is not None else None
+        tables = record.tables if record is not None else None
         return Expected(
-            sha256=sha256 if isinstance(sha256, str) else contents.stored_sha256 if contents else None,
-            raw_size=raw
-            if isinstance(raw, int) and not isinstance(raw, bool)
-            else contents.raw_bytes
-            if contents
-            else None,
-            tables=dict(tables) if valid_tables else dict(contents.tables) if contents else None,  # type: ignore[arg-type]
+            sha256=sha256 if sha256 is not None else contents.stored_sha256 if contents else None,
+            raw_size=raw if raw is not None else contents.raw_bytes if contents else None,
+            tables=dict(tables) if tables is not None else dict(contents.tables) if contents else None,
         )
 
 

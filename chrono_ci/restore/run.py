@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chrono_ci.archive.catalog import ArchiveFile
+from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import RestoreFailed, VerificationFailed
-from chrono_ci.pipeline.sqlscan import split_statements
 from chrono_ci.report.console import Reporter
-from chrono_ci.restore import supabase
-from chrono_ci.restore.plan import confirm, plan_restore, print_plan
+from chrono_ci.restore.plan import RestoreProfile, confirm, plan_restore, print_plan
 from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
-from chrono_ci.restore.schemas import drop_schemas_sql
 from chrono_ci.restore.session import SessionRules
 from chrono_ci.source.target import DatabaseTarget
 from chrono_ci.verify.integrity import DecryptorFactory, IntegrityReport, check_archive
@@ -28,15 +25,12 @@ def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: Decryptor
     report = check_archive(
         archive.path,
         archive.compression,
-        archive.entry,
+        archive.record,
         encrypted=archive.encrypted,
         decrypt=decrypt,
         profile=archive.kind,
     )
-    for check in report.checks:
-        (reporter.ok if check.ok else reporter.info if check.ok is None else reporter.fail)(
-            f"{check.name}: {check.detail}"
-        )
+    report.print(reporter, verdict=False)
     refused = next((c for c in report.failed() if c.name == "contents"), None)
     if refused is not None:
         raise ArchiveRefused(
@@ -64,18 +58,20 @@ def run_restore(
     ask: Callable[[str], str] | None = None,
     sessions: SessionRules | None = None,
     safety_backup: Callable[[DatabaseTarget], str],
+    profile: RestoreProfile,
 ) -> dict[str, Any]:
     """`safety_backup` backs up the target as it is now and returns the archive's name: the caller's backup job
-    (chrono_ci.jobs.backup), passed in so that restoring never depends on the code that backs up."""
+    (chrono_ci.jobs.backup), passed in so that restoring never depends on the code that backs up. `profile` is
+    what the archive holds (chrono_ci/profiles), which says what the restore replaces and how."""
     reporter.step(f"1. integrity test of {archive.path.name}")
     # A missing or wrong key stops here, before the target is even looked at.
     decrypt = settings.encryption.decrypt_for(archive.encrypted)
     integrity = integrity_first(archive, reporter, decrypt)
-    expected = Expected.of(archive.entry, integrity.contents)
+    expected = Expected.of(archive.record, integrity.contents)
     tables = expected.tables or {}
 
     reporter.step("2. plan")
-    plan = plan_restore(settings, archive, target)
+    plan = plan_restore(settings, archive, target, profile)
     reporter.add_secrets(plan.target.secrets())
     print_plan(plan, reporter)
     if plan.problems:
@@ -106,12 +102,7 @@ def run_restore(
     result["safety_backup"] = safety
 
     reporter.step("5. restore in one transaction, row counts proven before COMMIT")
-    if supabase.is_supabase_archive(archive):
-        preamble = split_statements(supabase.restore_sql(plan.target, plan.schemas, tables, archive))
-        proof = supabase.additions_proof(archive)
-    else:
-        preamble = drop_schemas_sql(plan.schemas, plan.server.major)
-        proof = None
+    preamble, proof = profile.preamble(plan.target, plan.server, plan.schemas, archive, sorted(tables))
     try:
         outcome = replay_archive(
             archive.path,

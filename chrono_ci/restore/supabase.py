@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from chrono_ci.archive.catalog import ArchiveFile
+from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.dump.sql_quoting import do_block, dollar_tag, quote_ident, quote_literal
 from chrono_ci.dump.supabase_additions import PART as ADDITIONS_PART
 from chrono_ci.dump.supabase_additions import Addition
@@ -25,7 +25,7 @@ from chrono_ci.source.target import DatabaseTarget, connect
 
 
 def is_supabase_archive(archive: ArchiveFile) -> bool:
-    profile = (archive.entry or {}).get("profile")
+    profile = archive.record.profile if archive.record is not None else None
     if profile is not None:
         return bool(profile == "supabase")
     return read_header(archive.path, archive.compression) is not None
@@ -124,7 +124,7 @@ def plan_restore(
     """The user schemas a Supabase restore replaces (managed ones stay), and what stops this role from it."""
     diagnose_url(target)
     user = user_schemas_only(schemas)
-    tables = sorted((archive.entry or {}).get("tables") or {})
+    tables = sorted(archive.record.tables or {}) if archive.record is not None else []
     managed = [name for name in tables if is_managed_schema(name.partition(".")[0])]
     header = read_header(archive.path, archive.compression) or {}
     custom_roles = list(header.get("custom_roles") or [])
@@ -326,7 +326,7 @@ def _empty_schema_sql(schema: str) -> str:
 
 def holds_additions(archive: ArchiveFile) -> bool:
     """Whether the archive carries the app's objects on managed tables (archives from format 2 on)."""
-    if ADDITIONS_PART in ((archive.entry or {}).get("parts") or []):
+    if archive.record is not None and ADDITIONS_PART in archive.record.parts:
         return True
     header = read_header(archive.path, archive.compression) or {}
     return isinstance(header.get("format"), int) and int(header["format"]) >= 2

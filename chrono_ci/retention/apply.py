@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from chrono_ci.archive.catalog import Vetted, in_folder, in_storage
 from chrono_ci.archive.manifest import Manifest
 from chrono_ci.archive.names import ArchiveName
-from chrono_ci.archive.provenance import Vetted, vet_bucket, vet_folder
 from chrono_ci.archive.signing import SigningKey
 from chrono_ci.errors import ChronoError
 from chrono_ci.report.console import Reporter
-from chrono_ci.retention.policy import Decision, RetentionPolicy, plan_retention
+from chrono_ci.retention.policy import ArchiveRef, Decision, RetentionPolicy, plan_retention
 from chrono_ci.storage.base import Storage
 
 
@@ -49,12 +49,8 @@ def rotate(
     """
     kind, source = group
     with manifest.locked() as entries:
-        judged = vet_folder(folder, entries, key, now)
-        refs = [
-            v.ref
-            for v in judged
-            if v.ref is not None and v.size is not None and v.ref.kind == kind and v.ref.database == source
-        ]
+        judged = in_folder(folder, key, now, entries)
+        refs = [ref for v in judged if (ref := archive_ref(v)) and v.size is not None and ref.group == group]
         plan = plan_retention(refs, policy, now, just_made=just_made)
         removed: list[Decision] = []
         for decision in plan.remove:
@@ -95,7 +91,7 @@ def rotate_remote(
     """Retention on one (kind, source) group of a remote store; a failure is a warning, never fatal."""
     kind, source = group
     try:
-        judged = vetted if vetted is not None else vet_bucket(storage, key, now)
+        judged = vetted if vetted is not None else in_storage(storage, key, now)
         kept, removed = apply_remote_retention(
             judged, storage, policy, now, kind, source, just_made, dry_run=dry_run, warn=reporter.warn
         )
@@ -114,6 +110,21 @@ def rotate_remote(
     for decision in removed:
         reporter.info(f"{verb} {decision.archive.key} from {storage.url} ({'; '.join(decision.reasons)})")
     return Rotation(removed, rejected)
+
+
+def archive_ref(vetted: Vetted) -> ArchiveRef | None:
+    """What retention decides on: a trusted record only (chrono_ci/archive/provenance.py)."""
+    record = vetted.record
+    if not vetted.trusted or record is None or record.created is None:
+        return None
+    name = vetted.name
+    return ArchiveRef(
+        key=vetted.key, kind=name.kind, database=record.source, created_at=record.created, series=name.series
+    )
+
+
+def _groups(vetted: list[Vetted]) -> list[tuple[str, str]]:
+    return sorted({ref.group for v in vetted if (ref := archive_ref(v)) is not None})
 
 
 def report_rejected(rejected: list[Vetted], reporter: Reporter) -> None:
@@ -138,7 +149,7 @@ def prune(
     result = Rotation()
     if storage is not None:
         try:
-            judged = vet_bucket(storage, key, now)
+            judged = in_storage(storage, key, now)
         except ChronoError as error:
             reporter.warn(f"retention on {storage.url} failed: {error.message}")
             return result
@@ -146,15 +157,15 @@ def prune(
         report_rejected(result.rejected, reporter)
         if not dry_run:
             abort_abandoned_uploads(storage, reporter)
-        for group in sorted({(v.ref.kind, v.ref.database) for v in judged if v.ref is not None}):
+        for group in _groups(judged):
             done = rotate_remote(storage, group, "", policy, now, reporter, key=key, dry_run=dry_run, vetted=judged)
             result.removed += done.removed
     elif folder is not None:
         manifest = Manifest(folder)
-        judged = vet_folder(folder, manifest.read(), key, now)
+        judged = in_folder(folder, key, now)
         result.rejected = [v for v in judged if not v.trusted]
         report_rejected(result.rejected, reporter)
-        for group in sorted({(v.ref.kind, v.ref.database) for v in judged if v.ref is not None}):
+        for group in _groups(judged):
             done = rotate(folder, manifest, group, [], policy, now, reporter, key=key, dry_run=dry_run, report=False)
             result.removed += done.removed
     return result
@@ -196,7 +207,7 @@ def apply_remote_retention(
     lock are reported as kept."""
     from chrono_ci.storage.s3.errors import ObjectLocked
 
-    refs = [v.ref for v in vetted if v.ref is not None and v.ref.kind == kind and v.ref.database == source]
+    refs = [ref for v in vetted if (ref := archive_ref(v)) and ref.group == (kind, source)]
     plan = plan_retention(refs, policy, now, just_made=[just_made])
     removed: list[Decision] = []
     kept = list(plan.keep)

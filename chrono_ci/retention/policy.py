@@ -30,6 +30,11 @@ class ArchiveRef:
     series: str = SERIES_BACKUP  # each series rotates separately
     protected: bool = False  # e.g. under S3 object lock: kept and reported, never removed
 
+    @property
+    def group(self) -> tuple[str, str]:
+        """What rotates together: one kind of one database."""
+        return self.kind, self.database
+
 
 @dataclass(frozen=True)
 class RetentionPolicy:

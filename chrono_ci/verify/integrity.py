@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.options import Compression
 from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
+from chrono_ci.report.console import Reporter
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,16 @@ class IntegrityReport:
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
 
+    def print(self, reporter: Reporter, *, verdict: bool = True) -> None:
+        """Each check on its line (ok, not run, FAIL), then, with `verdict`, the archive's one-line result."""
+        for check in self.checks:
+            line = f"{check.name}: {check.detail}"
+            (reporter.ok if check.ok else reporter.info if check.ok is None else reporter.fail)(line)
+        if verdict:
+            reporter.line(
+                f"{self.file}: {'valid' if self.ok else 'FAILED: ' + ', '.join(c.name for c in self.failed())}"
+            )
+
 
 DecryptorFactory = Callable[[], Decryptor]
 
@@ -53,7 +65,7 @@ DecryptorFactory = Callable[[], Decryptor]
 def check_archive(
     path: Path,
     compression: Compression,
-    entry: dict[str, Any] | None,
+    record: ArchiveRecord | None,
     *,
     count_rows: bool = True,
     encrypted: bool = False,
@@ -71,7 +83,7 @@ def check_archive(
             handle,
             path.name,
             compression,
-            entry,
+            record,
             count_rows=count_rows,
             encrypted=encrypted,
             decrypt=decrypt,
@@ -83,7 +95,7 @@ def check_stream(
     handle: IO[bytes],
     name: str,
     compression: Compression,
-    entry: dict[str, Any] | None,
+    record: ArchiveRecord | None,
     *,
     count_rows: bool = True,
     encrypted: bool = False,
@@ -98,10 +110,10 @@ def check_stream(
     report = IntegrityReport(file=name)
     counted = _CountingReader(handle)
     if encrypted and decrypt is None:
-        return _checksum_only(counted, name, entry, report)
+        return _checksum_only(counted, name, record, report)
     try:
         decryptor = decrypt() if decrypt is not None else None
-        recorded_raw = (entry or {}).get("raw_size_bytes")
+        recorded_raw = record.raw_size_bytes if record is not None else None
         contents = read_archive(
             counted,  # type: ignore[arg-type]
             compression,
@@ -109,21 +121,21 @@ def check_stream(
             decryptor=decryptor,
             profile=profile,
             # A decompression bomb stops where its record says the SQL ends.
-            max_raw=recorded_raw if isinstance(recorded_raw, int) and not isinstance(recorded_raw, bool) else None,
+            max_raw=recorded_raw,
         )
     except AgeKeyError:
         raise  # a wrong or missing key is not damage: stop and say which key
     except (VerificationFailed, AgeError) as exc:
         report.checks.append(Check("decryption" if isinstance(exc, AgeError) else "decompression", False, exc.message))
-        if entry is not None:
+        if record is not None:
             with contextlib.suppress(OSError):
                 while counted.read(1 << 20):
                     pass
-            report.checks.append(_size_check(counted.count, entry))
+            report.checks.append(_size_check(counted.count, record))
         return report
     report.contents = contents
     report.checks.append(Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"))
-    report.checks.append(_checksum_check(contents.stored_sha256, entry))
+    report.checks.append(_checksum_check(contents.stored_sha256, record))
     report.checks.append(
         Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
         if contents.trailer_seen
@@ -135,15 +147,15 @@ def check_stream(
             if contents.refusal is None
             else Check("contents", False, f"refused: {contents.refusal.message()}")
         )
-    if entry is not None and "raw_size_bytes" in entry:
-        raw = entry.get("raw_size_bytes")
+    if record is not None and record.raw_size_bytes is not None:
+        raw = record.raw_size_bytes
         report.checks.append(
             Check("raw size", True, f"{contents.raw_bytes} bytes, as recorded")
             if raw == contents.raw_bytes
             else Check("raw size", False, f"{contents.raw_bytes} bytes of SQL, {raw} recorded")
         )
-        tables = entry.get("tables")
-        if isinstance(tables, dict) and count_rows:
+        tables = record.tables
+        if tables is not None and count_rows:
             differ = sorted(
                 name for name in set(tables) | set(contents.tables) if tables.get(name) != contents.tables.get(name)
             )
@@ -155,8 +167,8 @@ def check_stream(
     return report
 
 
-def _checksum_check(actual: str, entry: dict[str, Any] | None) -> Check:
-    expected = (entry or {}).get("sha256")
+def _checksum_check(actual: str, record: ArchiveRecord | None) -> Check:
+    expected = record.sha256 if record is not None else None
     if expected is None:
         return Check("checksum", None, "no metadata entry to compare with")
     if expected == actual:
@@ -165,12 +177,12 @@ def _checksum_check(actual: str, entry: dict[str, Any] | None) -> Check:
 
 
 def _checksum_only(
-    counted: _CountingReader, name: str, entry: dict[str, Any] | None, report: IntegrityReport
+    counted: _CountingReader, name: str, record: ArchiveRecord | None, report: IntegrityReport
 ) -> IntegrityReport:
     digest = hashlib.sha256()
     while chunk := counted.read(1 << 20):
         digest.update(chunk)
-    report.checks.append(_checksum_check(digest.hexdigest(), entry))
+    report.checks.append(_checksum_check(digest.hexdigest(), record))
     report.checks.append(
         Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY or passphrase to decrypt it with")
     )
@@ -188,8 +200,8 @@ class _CountingReader:
         return data
 
 
-def _size_check(size: int, entry: dict[str, Any]) -> Check:
-    expected = entry.get("size_bytes")
+def _size_check(size: int, record: ArchiveRecord) -> Check:
+    expected = record.size_bytes
     if expected == size:
         return Check("size", True, f"{size} bytes, as recorded")
     return Check("size", False, f"{size} bytes on disk, {expected} recorded (truncated or replaced)")

@@ -26,6 +26,7 @@ from chrono_ci.storage.artifacts.transport import (
     describe_transport_error,
     network_error_code,
 )
+from chrono_ci.timestamps import parse_instant
 
 SERVICE = "github.actions.results.api.v1.ArtifactService"
 # The toolkit's Twirp retry policy (artifact-twirp-client.ts).
@@ -199,18 +200,8 @@ class TwirpClient(HttpTransport):
             name=text("name"),
             database_id=integer("database_id"),
             size=integer("size"),
-            created_at=_parse_timestamp(text("created_at")),
+            created_at=(parse_instant(text("created_at")) or datetime.fromtimestamp(0, UTC)).astimezone(UTC),
             digest=text("digest"),
             run_backend_id=text("workflow_run_backend_id") or self._run_backend_id,
             job_backend_id=text("workflow_job_run_backend_id") or self._job_backend_id,
         )
-
-
-def _parse_timestamp(text: str) -> datetime:
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text.strip())
-    if not match:
-        return datetime.fromtimestamp(0, UTC)
-    whole, fraction, zone = match.groups()
-    # Protobuf timestamps may carry nanoseconds; datetime keeps microseconds.
-    micro = f".{(fraction or '0')[:6].ljust(6, '0')}"
-    return datetime.fromisoformat(whole + micro + ("+00:00" if zone == "Z" else zone)).astimezone(UTC)
