@@ -37,6 +37,7 @@ from chrono_ci.action import workflow as action_workflow
 from chrono_ci.errors import ConfigError
 from chrono_ci.source.embedded import free_port
 from tests.fixtures.postgres import TEST_PASSWORD, PgServer
+from tests.fixtures.results import assert_result_document
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +119,10 @@ class ActionRun:
 
     @property
     def outputs(self) -> dict[str, str]:
-        return parse_output_file(self.output_file.read_text(encoding="utf-8"))
+        values = parse_output_file(self.output_file.read_text(encoding="utf-8"))
+        if values.get("result-json"):
+            assert_result_document(values["result-json"])  # the Action's result is chrono-ci's contract too
+        return values
 
     @property
     def summary(self) -> str:
@@ -389,7 +393,8 @@ def test_verify_level_restore_proves_the_newest_archive(run_action: Callable[...
     assert run.code == 0, run.log
     assert run.outputs["verified"] == "true"
     assert run.outputs["postgres-file"] == made.outputs["postgres-file"]
-    assert json.loads(run.outputs["result-json"])["restore"]["ok"] is True
+    (tested,) = json.loads(run.outputs["result-json"])["results"]
+    assert tested["restore"]["ok"] is True
     assert "4 tables compared" in run.summary
 
 
@@ -402,8 +407,8 @@ def test_list_then_restore_dry_run_then_restore_elsewhere(
     listed = run_action({"command": "list"}, workspace=made.workspace)
     assert listed.code == 0, listed.log
     assert listed.outputs["files"] == name and listed.outputs["verified"] == ""
-    rows = json.loads(listed.outputs["result-json"])
-    assert isinstance(rows, list) and rows[0]["file"] == name  # chrono-ci's own JSON, unchanged
+    listing = json.loads(listed.outputs["result-json"])
+    assert listing["command"] == "list" and listing["archives"][0]["file"] == name  # chrono-ci's own JSON
     assert f"| `{name}` (newest) | postgres |" in listed.summary
 
     target = make_database(pg18, "CREATE TABLE stale (x int)")
@@ -681,7 +686,8 @@ def _fake_run(tables: int, name_length: int = 20) -> action_runs.Run:
             {"target": "artifact", "artifact_id": 77, "artifact_url": "https://github.com/o/r/a/77", "ok": True},
         ],
     }
-    return action_runs.Run(["backup", "postgres"], 0, {"ok": True, "backups": [entry], "removed": [], "failed": []})
+    document = {"command": "backup", "ok": True, "backups": [entry], "removed": [], "rejected": [], "failed": []}
+    return action_runs.Run(["backup", "postgres"], 0, document)
 
 
 def _plan(tmp_path: Path) -> action_plan.Plan:
@@ -705,7 +711,7 @@ def test_summary_stays_under_the_limit_with_a_note(tmp_path: Path) -> None:
 
 def test_outputs_from_uploads_and_a_slim_result_json(tmp_path: Path) -> None:
     run = _fake_run(40_000)
-    outputs = action_outputs.build_outputs(_plan(tmp_path), [run], 0, run.document or {})
+    outputs = action_outputs.build_outputs(_plan(tmp_path), [run], 0, run.raw)
     assert outputs["artifact-id"] == "77" and outputs["artifact-url"] == "https://github.com/o/r/a/77"
     assert outputs["s3-uris"] == "s3://bucket/p/postgres_backup_2026-01-01_00-00-00.sql.zst"
     assert len(outputs["result-json"].encode()) <= action_outputs.RESULT_JSON_LIMIT

@@ -150,7 +150,7 @@ def test_with_a_signing_key_only_signed_records_are_trusted(
 
     listed = run_cli("--json", "recovery", "list", env=env)
     assert listed.code == 7, listed.output  # a bad signature is a failed check
-    rows = {row["file"]: row for row in json.loads(listed.stdout)}
+    rows = {row["file"]: row for row in json.loads(listed.stdout)["archives"]}
     assert (rows[real["file"]]["signature"], rows[real["file"]]["trusted"]) == ("valid", True)
     assert rows[real["file"]]["newest"] is True
     assert (rows[forged_bad["file"]]["signature"], rows[forged_bad["file"]]["trusted"]) == ("invalid", False)
@@ -271,7 +271,7 @@ def test_forged_objects_in_s3_never_push_real_backups_out(
     assert set(forged) | {second} <= set(objects(seaweedfs, s3_bucket))
 
     listed = run_cli("--json", "recovery", "list", "--from", "s3", env=env)
-    rows = {row["file"]: row for row in json.loads(listed.stdout)}
+    rows = {row["file"]: row for row in json.loads(listed.stdout)["archives"]}
     assert rows[second]["trusted"] and rows[second]["newest"]
     assert not any(rows[name]["trusted"] or rows[name]["newest"] for name in forged)
     status = run_cli("--json", "status", "--from", "s3", env=env)

@@ -358,7 +358,7 @@ def test_recovery_list_json_and_checksums(run_cli: Run, backed_up: tuple[str, Pa
     url, folder, name = backed_up
     result = run_cli("--json", "recovery", "list", env=env_for(url, folder))
     assert result.code == 0, result.output
-    (row,) = json.loads(result.stdout)
+    (row,) = json.loads(result.stdout)["archives"]
     assert {"file", "kind", "database", "created_at", "size_bytes", "sha256"} <= set(row)
     assert row["file"] == name and row["checksum"] == "ok" and row["newest"] is True
     path = folder / name
@@ -371,7 +371,7 @@ def test_recovery_test_restore_proves_the_backup(run_cli: Run, backed_up: tuple[
     url, folder, name = backed_up
     result = run_cli("--json", "recovery", "test", name, "--restore", env=env_for(url, folder))
     assert result.code == 0, result.output
-    document = json.loads(result.stdout)
+    (document,) = json.loads(result.stdout)["results"]
     assert document["restore"]["ok"] is True
     assert document["restore"]["tables_compared"] == len(EXPECTED_TABLES)
 

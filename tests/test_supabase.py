@@ -388,7 +388,7 @@ def test_recovery_test_restore_proves_a_supabase_archive_on_a_plain_scratch_serv
     # skeleton builds the managed tables the data fills, there and only there.
     result = run_cli("--json", "recovery", "test", str(entry["file"]), "--restore", env={"BACKUP_DIR": str(folder)})
     assert result.code == 0, result.output
-    document = json.loads(result.stdout)
+    (document,) = json.loads(result.stdout)["results"]
     assert document["restore"]["ok"] is True
     assert document["restore"]["tables_compared"] == len(entry["tables"])
 

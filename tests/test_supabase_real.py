@@ -257,7 +257,7 @@ def test_recovery_test_restore_passes_on_a_scratch_server_with_the_extensions(
         env={"BACKUP_DIR": str(folder), "SCRATCH_DATABASE_URL": pg15.url()},
     )  # fmt: skip
     assert result.code == 0, result.output
-    proof = json.loads(result.stdout)["restore"]
+    proof = json.loads(result.stdout)["results"][0]["restore"]
     assert proof["ok"] is True and proof["tables_compared"] == len(entry["tables"])
 
 

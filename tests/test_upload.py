@@ -105,7 +105,7 @@ def test_list_test_and_restore_from_s3(
     elsewhere = {**env, "BACKUP_DIR": str(tmp_path / "elsewhere")}
     listed = run_cli("--json", "recovery", "list", "--from", "s3", env=elsewhere)
     assert listed.code == 0, listed.output
-    (row,) = json.loads(listed.stdout)
+    (row,) = json.loads(listed.stdout)["archives"]
     assert row["kind"] == "postgres" and row["newest"] is True and row["sha256"]
     name = row["file"]
     tested = run_cli("recovery", "test", f"s3://{s3_bucket}/{PREFIX}/{name}", "--restore", env=elsewhere)

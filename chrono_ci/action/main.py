@@ -23,62 +23,77 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from chrono_ci.action.inputs import ACTION_DEFAULTS, Inputs, read_inputs, secrets_to_mask
-from chrono_ci.action.outputs import OUTPUTS, build_outputs, entries_of, write_outputs
+from chrono_ci.action.outputs import OUTPUTS, build_outputs, write_outputs
 from chrono_ci.action.plan import IMAGE_BACKUP_DIR_ENV, make_plan, sane_path
 from chrono_ci.action.runs import Run, run_chrono
-from chrono_ci.action.summary import cell, fit_summary, mapping_of, write_summary
+from chrono_ci.action.summary import cell, fit_summary, write_summary
 from chrono_ci.action.workflow import Log
 from chrono_ci.action.workspace import display_path, hand_over_to_workspace_owner, unignored_backup_dir
 from chrono_ci.errors import ChronoError, ExitCode
+from chrono_ci.report.results import (
+    DOCUMENTS,
+    BackupDocument,
+    Failure,
+    ListDocument,
+    Result,
+    TestDocument,
+    combined,
+)
+
+# The result document of each Action command: `verify` runs chrono-ci's tests.
+RESULT_OF_COMMAND = {"backup": "backup", "verify": "test", "restore": "restore", "list": "list"}
 
 
 def combined_result(runs: Sequence[Run], code_: int) -> Any:
-    """chrono-ci's own JSON for one run; several runs (verify, one per database) as {"ok", "runs": [...]}."""
+    """chrono-ci's own JSON document; several runs (verify, one test per database) as one test document."""
     if len(runs) == 1 and runs[0].raw is not None:
         return runs[0].raw
-    documents = [run.raw if run.raw is not None else {"ok": False, "exit_code": run.code} for run in runs]
-    return {"ok": code_ == 0, "runs": documents}
+    documents: list[Result] = []
+    for run in runs:
+        result = run.result
+        if result is None:  # killed, or a bug: a document that says so stands for it
+            message = f"chrono-ci {' '.join(run.args)} exited with code {run.code} without a result."
+            result = TestDocument.from_failure(Failure(message, "See the log of this step.", run.code or 1))
+        documents.append(result)
+    merged = combined(documents)
+    return merged.to_json() if merged is not None else None
 
 
 def _failure_annotations(log: Log, runs: Sequence[Run]) -> None:
     for run in runs:
-        doc = run.document or {}
+        result = run.result
         title = f"chrono-ci {' '.join(run.args[:2])} failed"
-        for failure in [f for f in doc.get("failed") or [] if isinstance(f, dict)]:
-            log.error(
-                f"{failure.get('kind', '')}: {failure.get('message', '')}", str(failure.get("hint", "")), title=title
-            )
-        error = doc.get("error")
-        if isinstance(error, dict):
-            log.error(str(error.get("message", "")), str(error.get("hint", "")), title=title)
-        tested = [r for r in doc.get("results") or [] if isinstance(r, dict)] + ([doc] if "checks" in doc else [])
+        failed = result.failed if isinstance(result, BackupDocument) else []
+        for failure in failed:
+            log.error(f"{failure.kind or ''}: {failure.message}", failure.hint, title=title)
+        if result is not None and result.error is not None:
+            log.error(result.error.message, result.error.hint, title=title)
         reported = False
-        for result in [r for r in tested if r.get("ok") is False]:
-            failed = [str(c.get("name")) for c in result.get("checks") or [] if isinstance(c, dict) and not c.get("ok")]
-            if mapping_of(result.get("restore")).get("ok") is False:
-                failed.append("restore-verification")
+        tested = result.results if isinstance(result, TestDocument) else []
+        for outcome in [t for t in tested if not t.ok]:
             log.error(
-                f"{result.get('file')} failed its check: {', '.join(failed) or 'see the log'}",
+                f"{outcome.file} failed its check: {', '.join(outcome.failed_checks()) or 'see the log'}",
                 "Do not restore this archive; make a new backup.",
                 title=title,
             )
             reported = True
-        for row in entries_of(doc, "archives"):
+        rows = result.archives if isinstance(result, ListDocument) else []
+        for row in rows:
             if row.get("checksum") == "MISMATCH":
                 log.error(
-                    f"{row['file']}: its sha256 no longer matches backup_metadata.json.",
+                    f"{row.get('file')}: its sha256 no longer matches backup_metadata.json.",
                     "The archive was damaged or altered after it was made; do not restore it.",
                     title=title,
                 )
                 reported = True
-        if run.code in (int(ExitCode.INTERRUPTED), int(ExitCode.TERMINATED)) and run.document is None:
+        if run.code in (int(ExitCode.INTERRUPTED), int(ExitCode.TERMINATED)) and result is None:
             log.error(
                 f"chrono-ci {' '.join(run.args)} was stopped by a signal (exit code {run.code}): the job was "
                 "cancelled or timed out.",
                 "Nothing was kept from the run in progress; earlier backups are intact.",
                 title=title,
             )
-        elif run.code != 0 and not reported and not doc.get("failed") and not isinstance(error, dict):
+        elif run.code != 0 and not reported and not failed and (result is None or result.error is None):
             log.error(
                 f"chrono-ci {' '.join(run.args)} exited with code {run.code} without a result.",
                 "See the log of this step above; exit codes are listed in the README.",
@@ -167,7 +182,8 @@ def _publish(log: Log, environ: Mapping[str, str], outputs: Mapping[str, str], s
 
 def _finish_early(environ: Mapping[str, str], inputs: Inputs, error: ChronoError) -> None:
     """Outputs for a run stopped before chrono-ci started: ok=false and the error, like chrono-ci's own JSON."""
-    result = {"ok": False, "error": {"message": error.message, "hint": error.hint, "exit_code": int(error.exit_code)}}
+    failure = Failure(error.message, error.hint, int(error.exit_code))
+    result = DOCUMENTS[RESULT_OF_COMMAND.get(inputs.get("command").lower(), "backup")].stopped(failure)
     outputs = {name: "" for name in OUTPUTS}
     outputs.update(
         {

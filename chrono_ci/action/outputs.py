@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ from chrono_ci.action.runs import Run
 from chrono_ci.action.workspace import display_path
 from chrono_ci.archive.manifest import Manifest
 from chrono_ci.archive.names import ArchiveName
+from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.errors import ChronoError
+from chrono_ci.report.results import BackupDocument, ListDocument, PruneDocument, RestoreDocument, TestDocument
 
 # Outputs, in the order they are written. The same list as action.yml.
 OUTPUTS: tuple[str, ...] = (
@@ -44,71 +47,96 @@ OUTPUTS: tuple[str, ...] = (
 RESULT_JSON_LIMIT = 256 * 1024
 
 
-def entries_of(document: Mapping[str, Any], *keys: str) -> list[dict[str, Any]]:
-    for key in keys:
-        value = document.get(key)
-        if isinstance(value, list):
-            return [item for item in value if isinstance(item, dict) and "file" in item]
-    return []
+@dataclass(frozen=True)
+class Shown:
+    """An archive a run made, tested, listed or restored, as the outputs and the summary show it."""
+
+    file: str
+    kind: str
+    path: str  # of its local copy; "" when none was kept
+    size: int | None
+    sha256: str | None
+    verified: bool | None  # None: the command does not verify (list)
+    uploads: tuple[Mapping[str, Any], ...] = ()
+    record: ArchiveRecord | None = None  # what backup_metadata.json (or the backup's result) says of it
 
 
-def kind_of(entry: Mapping[str, Any]) -> str:
-    if entry.get("kind"):
-        return str(entry["kind"])
-    parsed = ArchiveName.parse(Path(str(entry.get("file", ""))).name)
+def archives_of(runs: Sequence[Run], plan: Plan) -> list[Shown]:
+    """The archives of the runs' result documents; sizes and hashes from backup_metadata.json where the command's
+    own result does not carry them (a test reports checks, a restore a file name)."""
+    found: list[Shown] = []
+    listed: dict[str, ArchiveRecord] | None = None
+
+    def recorded(name: str) -> ArchiveRecord | None:
+        nonlocal listed
+        if listed is None:
+            try:
+                listed = {record.file: record for record in Manifest(plan.backup_dir).records()}
+            except ChronoError:
+                listed = {}
+        return listed.get(name)
+
+    def shown(name: str, file_arg: str | None, verified: bool | None) -> Shown:
+        record = recorded(name)
+        # chrono-ci's rule: FILE is a path when it has a '/', else a name in the backup folder.
+        path = plan.workspace / Path(file_arg).expanduser() if file_arg and "/" in file_arg else plan.backup_dir / name
+        size = record.size_bytes if record is not None else None
+        sha256 = record.sha256 if record is not None else None
+        return Shown(name, kind_of_name(name), str(path), size, sha256, verified, (), record)
+
+    for run in runs:
+        result = run.result
+        if isinstance(result, BackupDocument):
+            found += [
+                Shown(
+                    made.record.file,
+                    made.record.kind or kind_of_name(made.record.file),
+                    made.path,
+                    made.record.size_bytes,
+                    made.record.sha256,
+                    made.record.verified_ok,
+                    made.record.uploads,
+                    made.record,
+                )
+                for made in result.backups
+            ]
+        elif isinstance(result, TestDocument):
+            found += [shown(Path(tested.file).name, run.file_arg, tested.ok) for tested in result.results]
+        elif isinstance(result, ListDocument):
+            for row in result.archives:
+                name = str(row.get("file", ""))
+                size, sha256 = row.get("size_bytes"), row.get("sha256")
+                found.append(
+                    Shown(
+                        name,
+                        kind_of_name(name),
+                        str(plan.backup_dir / name),
+                        size if isinstance(size, int) else None,
+                        sha256 if isinstance(sha256, str) else None,
+                        None,
+                    )
+                )
+        elif isinstance(result, RestoreDocument) and result.file:
+            found.append(shown(result.file, run.file_arg, result.ok))
+    return found
+
+
+def kind_of_name(name: str) -> str:
+    parsed = ArchiveName.parse(Path(name).name)
     return parsed.kind if parsed else ""
 
 
-def archives_of(runs: Sequence[Run], plan: Plan) -> list[dict[str, Any]]:
-    """The archives a run made, tested, listed or restored, each with its path (empty when no local copy was
-    kept); sizes and hashes from the manifest where the command's own result does not carry them."""
-    found: list[tuple[dict[str, Any], str | None]] = []
-    for run in runs:
-        if run.document is None:
-            continue
-        found += [(entry, None) for entry in entries_of(run.document, "backups", "results", "archives")]
-        if isinstance(run.document.get("file"), str):
-            found.append((dict(run.document), run.file_arg))
-    if not found:
-        return []
-    try:
-        listed = {entry.get("file"): entry for entry in Manifest(plan.backup_dir).read()}
-    except ChronoError:
-        listed = {}
-    complete = []
-    for entry, file_arg in found:
-        name = Path(str(entry["file"])).name
-        merged = {**listed.get(name, {}), **entry}
-        if file_arg and "/" in file_arg:  # chrono-ci's rule: a path when it has a '/', else a name in the folder
-            merged["path"] = str(plan.workspace / Path(file_arg).expanduser())
-        elif merged.get("local") is False and plan.command == "backup":
-            merged["path"] = ""
-        merged.setdefault("path", str(plan.backup_dir / name))
-        complete.append(merged)
-    return complete
-
-
-def shown_path(entry: Mapping[str, Any], plan: Plan) -> str:
-    return display_path(Path(entry["path"]), plan.workspace) if entry.get("path") else ""
-
-
-def _verified(entry: Mapping[str, Any]) -> bool | None:
-    verified = entry.get("verified")
-    if isinstance(verified, dict) and "ok" in verified and "checks" not in entry:
-        return bool(verified["ok"])
-    if "checks" in entry or entry.get("ok") is not None:
-        return bool(entry.get("ok"))
-    return None
-
-
-def _uploads(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [upload for entry in entries for upload in entry.get("uploads") or [] if isinstance(upload, dict)]
+def shown_path(archive: Shown, plan: Plan) -> str:
+    return display_path(Path(archive.path), plan.workspace) if archive.path else ""
 
 
 def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Any) -> dict[str, str]:
     archives = archives_of(runs, plan)
-    verdicts = [_verified(entry) for entry in archives]
-    uploads = _uploads(archives)
+    verdicts = [archive.verified for archive in archives]
+    uploads = [upload for archive in archives for upload in archive.uploads]
+    removed = [
+        name for run in runs if isinstance(run.result, BackupDocument | PruneDocument) for name in run.result.removed
+    ]
     outputs = {name: "" for name in OUTPUTS}
     outputs.update(
         {
@@ -116,18 +144,16 @@ def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Any) -> di
             "exit-code": str(code),
             "command": plan.command,
             "backup-dir": display_path(plan.backup_dir, plan.workspace),
-            "files": "\n".join(Path(str(e["file"])).name for e in archives),
-            "paths": "\n".join(shown_path(e, plan) for e in archives),
-            "sizes": "\n".join(str(e.get("size_bytes", "")) for e in archives),
-            "sha256s": "\n".join(str(e.get("sha256", "")) for e in archives),
+            "files": "\n".join(archive.file for archive in archives),
+            "paths": "\n".join(shown_path(archive, plan) for archive in archives),
+            "sizes": "\n".join("" if a.size is None else str(a.size) for a in archives),
+            "sha256s": "\n".join(a.sha256 or "" for a in archives),
             "verified": ""
             if plan.command == "list" or not archives or None in verdicts
             else "true"
             if all(verdicts)
             else "false",
-            "removed": "\n".join(
-                str(name) for run in runs if run.document for name in run.document.get("removed") or []
-            ),
+            "removed": "\n".join(removed),
             "artifact-id": "\n".join(
                 str(u["artifact_id"]) for u in uploads if u.get("target") == "artifact" and u.get("artifact_id")
             ),
@@ -139,13 +165,12 @@ def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Any) -> di
         }
     )
     if plan.command != "list":
-        for entry in archives:
-            kind = kind_of(entry)
-            if kind in ("postgres", "supabase"):
-                outputs[f"{kind}-file"] = Path(str(entry["file"])).name
-                outputs[f"{kind}-path"] = shown_path(entry, plan)
-                outputs[f"{kind}-size"] = str(entry.get("size_bytes", ""))
-                outputs[f"{kind}-sha256"] = str(entry.get("sha256", ""))
+        for archive in archives:
+            if archive.kind in ("postgres", "supabase"):
+                outputs[f"{archive.kind}-file"] = archive.file
+                outputs[f"{archive.kind}-path"] = shown_path(archive, plan)
+                outputs[f"{archive.kind}-size"] = "" if archive.size is None else str(archive.size)
+                outputs[f"{archive.kind}-sha256"] = archive.sha256 or ""
     return outputs
 
 

@@ -16,14 +16,19 @@ from typing import Any
 
 from chrono_ci.action.plan import Plan
 from chrono_ci.action.workflow import Log
+from chrono_ci.report.results import Result, read_result
 
 
 @dataclass
 class Run:
     args: list[str]
     code: int
-    document: dict[str, Any] | None  # the JSON result as an object (a listing becomes {"archives": [...]})
     raw: Any = None  # the JSON result exactly as chrono-ci printed it
+
+    @property
+    def result(self) -> Result | None:
+        """The result document, typed (chrono_ci/report/results.py); None when chrono-ci printed none."""
+        return read_result(self.raw)
 
     @property
     def file_arg(self) -> str | None:
@@ -66,8 +71,7 @@ def run_chrono(args: Sequence[str], plan: Plan, log: Log) -> Run:
         raw = json.loads(text) if text.strip() else None
     except json.JSONDecodeError:
         raw = None
-    document = {"ok": code == 0, "archives": raw} if isinstance(raw, list) else raw
-    return Run(list(args), code, document if isinstance(document, dict) else None, raw)
+    return Run(list(args), code, raw)
 
 
 def _forward_signals(proc: subprocess.Popen[str]) -> dict[int, Any]:

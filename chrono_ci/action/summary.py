@@ -8,11 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chrono_ci.action.outputs import entries_of, kind_of
+from chrono_ci.action.outputs import kind_of_name
 from chrono_ci.action.plan import Plan
 from chrono_ci.action.runs import Run
 from chrono_ci.action.workspace import display_path
+from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.report.console import human_size
+from chrono_ci.report.results import BackupDocument, ListDocument, RestoreDocument, TestDocument, Tested
 
 # The runner refuses a step summary over 1 MiB (and drops it whole); stay clear of it.
 SUMMARY_LIMIT = 1024 * 1024
@@ -35,9 +37,9 @@ def literal(value: Any) -> str:
     return f"`{cell(value)}`" if str(value) else ""
 
 
-def _stored(entry: Mapping[str, Any], workspace: Path) -> str:
-    places = [f"local {literal(display_path(Path(entry['path']), workspace))}"] if entry.get("path") else []
-    for upload in entry.get("uploads") or []:
+def _stored(record: ArchiveRecord, path: str, workspace: Path) -> str:
+    places = [f"local {literal(display_path(Path(path), workspace))}"] if path else []
+    for upload in record.uploads:
         mark = "" if upload.get("ok", True) else " (FAILED)"
         if upload.get("target") == "s3":
             places.append(f"{literal(upload.get('uri', 's3'))}{mark}")
@@ -50,36 +52,36 @@ def _stored(entry: Mapping[str, Any], workspace: Path) -> str:
     return "<br>".join(places) or "nowhere"
 
 
-def _backup_section(entry: Mapping[str, Any], removed: list[str], workspace: Path, row_limit: int) -> list[str]:
-    size = int(entry.get("size_bytes") or 0)
-    raw = int(entry.get("raw_size_bytes") or 0)
+def _backup_section(record: ArchiveRecord, path: str, removed: list[str], workspace: Path, row_limit: int) -> list[str]:
+    size = record.size_bytes or 0
+    raw = record.raw_size_bytes or 0
     ratio = f"{raw / size:.1f}x" if size and raw else ""
-    verified = mapping_of(entry.get("verified"))
+    verified = mapping_of(record.verified)
     verdict = "passed" if verified.get("ok") else "FAILED" if verified else "not verified"
-    tables = mapping_of(entry.get("tables"))
-    rows = sum(n for n in tables.values() if isinstance(n, int))
-    where = f"{entry.get('database', '')} on {entry.get('host', '')}:{entry.get('port', '')}"
+    tables = dict(record.tables or {})
+    rows = sum(tables.values())
+    where = f"{record.database or ''} on {record.host or ''}:{record.port or ''}"
     lines = [
-        f"### {'✅' if verified.get('ok') else '⚠️'} {cell(kind_of(entry))}: {cell(where)}",
+        f"### {'✅' if verified.get('ok') else '⚠️'} {cell(record.kind)}: {cell(where)}",
         "",
         "| | |",
         "|---|---|",
-        f"| file | {literal(entry.get('file', ''))} |",
+        f"| file | {literal(record.file)} |",
         f"| size | {human_size(size)} ({size} bytes){f', from {human_size(raw)} of SQL' if raw else ''} |",
         f"| ratio | {ratio} |",
-        f"| compression | {cell(entry.get('compression', ''))} {cell(entry.get('compression_level') or '')} |",
-        f"| duration | {cell(entry.get('duration_seconds', ''))} s |",
-        f"| sha256 | {literal(entry.get('sha256', ''))} |",
+        f"| compression | {cell(record.compression)} {cell(record.compression_level or '')} |",
+        f"| duration | {cell(record.duration_seconds if record.duration_seconds is not None else '')} s |",
+        f"| sha256 | {literal(record.sha256 or '')} |",
         f"| verification | {cell(verified.get('level', ''))}: {verdict} |",
         f"| row counts | {len(tables)} tables, {rows} rows |",
-        f"| stored | {_stored(entry, workspace)} |",
+        f"| stored | {_stored(record, path, workspace)} |",
         f"| retention removed | {'<br>'.join(literal(name) for name in removed) or 'nothing'} |",
         "",
     ]
     if tables and row_limit:
         shown = sorted(tables.items())[:row_limit]
         lines += [
-            f"<details><summary>Row counts of {cell(entry.get('file', ''))}</summary>",
+            f"<details><summary>Row counts of {cell(record.file)}</summary>",
             "",
             "| table | rows |",
             "|---|--:|",
@@ -93,23 +95,22 @@ def _backup_section(entry: Mapping[str, Any], removed: list[str], workspace: Pat
     return lines
 
 
-def _test_section(results: list[dict[str, Any]]) -> list[str]:
+def _test_section(results: Sequence[Tested]) -> list[str]:
     lines = ["| archive | result | checks | restore-verification |", "|---|---|---|---|"]
     for result in results:
-        checks = [c for c in result.get("checks") or [] if isinstance(c, dict)]
-        failed = [c for c in checks if c.get("ok") is False]
-        detail = ", ".join(cell(c.get("name", "")) for c in failed or checks)
-        verdict = "✅ valid" if result.get("ok") else "❌ FAILED"
-        proof = mapping_of(result.get("restore"))
+        failed = [c for c in result.checks if c.ok is False]
+        detail = ", ".join(cell(c.name) for c in failed or result.checks)
+        verdict = "✅ valid" if result.ok else "❌ FAILED"
+        proof = mapping_of(result.restore)
         restored = ""
         if proof:
             restored = f"{'✅' if proof.get('ok') else '❌'} {cell(proof.get('tables_compared', ''))} tables compared"
             restored += f"; {cell(proof['error'])}" if proof.get("error") else ""
-        lines.append(f"| {literal(result.get('file', ''))} | {verdict} | {detail} | {restored} |")
+        lines.append(f"| {literal(result.file)} | {verdict} | {detail} | {restored} |")
     return [*lines, ""]
 
 
-def _listing_section(entries: list[dict[str, Any]]) -> list[str]:
+def _listing_section(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["| archive | kind | database | created (UTC) | size | checksum |", "|---|---|---|---|--:|---|"]
     for entry in entries:
         size = entry.get("size_bytes")
@@ -122,35 +123,35 @@ def _listing_section(entries: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _restore_section(result: Mapping[str, Any]) -> list[str]:
-    tables = mapping_of(result.get("tables"))
-    rows = sum(n for n in tables.values() if isinstance(n, int))
-    done = "dry run: valid, nothing changed" if result.get("dry_run") else "restored, row counts match"
+def _restore_section(result: RestoreDocument) -> list[str]:
+    tables = result.tables
+    rows = sum(tables.values())
+    done = "dry run: valid, nothing changed" if result.dry_run else "restored, row counts match"
     return [
         "| | |",
         "|---|---|",
-        f"| archive | {literal(result.get('file', ''))} |",
-        f"| target | {literal(result.get('target', ''))} |",
-        f"| result | {done if result.get('ok') else 'FAILED'} |",
-        f"| safety backup | {literal(result.get('safety_backup') or '')} |",
+        f"| archive | {literal(result.file)} |",
+        f"| target | {literal(result.target)} |",
+        f"| result | {done if result.ok else 'FAILED'} |",
+        f"| safety backup | {literal(result.safety_backup or '')} |",
         f"| row counts | {f'{len(tables)} tables, {rows} rows' if tables else ''} |",
         "",
     ]
 
 
 def _problems(run: Run) -> list[str]:
-    doc = run.document or {}
+    result = run.result
     lines: list[str] = []
-    for failure in [f for f in doc.get("failed") or [] if isinstance(f, dict)]:
+    failed = result.failed if isinstance(result, BackupDocument) else []
+    for failure in failed:
         lines += [
-            f"> **❌ {cell(failure.get('kind', ''))} failed:** {cell(failure.get('message', ''))}  ",
-            f"> hint: {cell(failure.get('hint', ''))}",
+            f"> **❌ {cell(failure.kind or '')} failed:** {cell(failure.message)}  ",
+            f"> hint: {cell(failure.hint)}",
             "",
         ]
-    error = doc.get("error")
-    if isinstance(error, dict):
-        lines += [f"> **❌ {cell(error.get('message', ''))}**  ", f"> hint: {cell(error.get('hint', ''))}", ""]
-    if run.document is None and run.code != 0:
+    if result is not None and result.error is not None:
+        lines += [f"> **❌ {cell(result.error.message)}**  ", f"> hint: {cell(result.error.hint)}", ""]
+    if result is None and run.code != 0:
         lines += [f"> **❌ chrono-ci exited {run.code} without a result;** see the step's log.", ""]
     return lines
 
@@ -159,25 +160,19 @@ def build_summary(plan: Plan, runs: Sequence[Run], code_: int, row_limit: int = 
     verdict = "succeeded" if code_ == 0 else f"FAILED (exit code {code_})"
     lines = [f"## chrono-ci {cell(plan.command)}: {verdict}", ""]
     for run in runs:
-        doc = run.document or {}
+        result = run.result
         if len(runs) > 1:
             lines += [f"#### `chrono-ci {cell(' '.join(Path(a).name for a in run.args))}`", ""]
-        what = run.args[:2]
-        if what[:1] == ["backup"] and what != ["backup", "test"]:
-            removed = [str(name) for name in doc.get("removed") or []]
-            for entry in entries_of(doc, "backups"):
-                mine = [name for name in removed if kind_of({"file": name}) == kind_of(entry)]
-                kept = entry.get("local") is not False
-                path = (entry.get("path") or str(plan.backup_dir / entry["file"])) if kept else ""
-                lines += _backup_section({**entry, "path": path}, mine, plan.workspace, row_limit)
-        elif what == ["backup", "test"] and doc.get("results"):
-            lines += _test_section([r for r in doc["results"] if isinstance(r, dict)])
-        elif what == ["recovery", "test"] and "checks" in doc:
-            lines += _test_section([doc])
-        elif what == ["recovery", "list"]:
-            lines += _listing_section(entries_of(doc, "archives"))
-        elif what == ["recovery", "restore"] and "file" in doc:
-            lines += _restore_section(doc)
+        if isinstance(result, BackupDocument):
+            for made in result.backups:
+                mine = [name for name in result.removed if kind_of_name(name) == made.record.kind]
+                lines += _backup_section(made.record, made.path, mine, plan.workspace, row_limit)
+        elif isinstance(result, TestDocument) and result.results:
+            lines += _test_section(result.results)
+        elif isinstance(result, ListDocument):
+            lines += _listing_section(result.archives)
+        elif isinstance(result, RestoreDocument) and result.file:
+            lines += _restore_section(result)
         lines += _problems(run)
     lines.append(f"Backup folder: {literal(display_path(plan.backup_dir, plan.workspace))}")
     return "\n".join(lines) + "\n"

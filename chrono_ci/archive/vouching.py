@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,26 @@ from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.archive.provenance import Verdict, vet
 from chrono_ci.archive.signing import SigningKey
 from chrono_ci.errors import Untrusted, VerificationFailed
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Whether a trusted record vouches for the archive a command was given (chrono_ci/archive/vouching.py)."""
+
+    record: str | None  # where the record is; None: no record
+    trusted: bool
+    signature: str
+    problem: str | None
+    allowed_unlisted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": self.record,
+            "trusted": self.trusted,
+            "signature": self.signature,
+            "problem": self.problem,
+            "allowed_unlisted": self.allowed_unlisted,
+        }
 
 
 def judge_archive(archive: ArchiveFile, key: SigningKey | None, now: datetime) -> Verdict:
@@ -29,7 +50,7 @@ def require_provenance(
     allow_unlisted: bool,
     warn: Callable[[str], None],
     now: datetime,
-) -> dict[str, Any]:
+) -> Provenance:
     """Before a restore (or a restore-verification): the archive must have a trusted record whose name, size and
     signature match it. Its sha256 is compared by the integrity check that reads it next, which refuses a
     mismatch. Raises Untrusted (exit 10) unless `allow_unlisted`, VerificationFailed (exit 7) when the file's
@@ -50,7 +71,7 @@ def require_provenance(
         return document
     if allow_unlisted:
         warn(f"{name} is not vouched for by a trusted record ({verdict.problem}); going on because of --allow-unlisted")
-        return {**document, "allowed_unlisted": True}
+        return replace(document, allowed_unlisted=True)
     if archive.claims is None:
         raise Untrusted(
             f"{name} has no record: {verdict.problem}, so nothing shows that chrono-ci made it: refusing to restore "
@@ -67,13 +88,10 @@ def require_provenance(
     )
 
 
-def provenance_document(archive: ArchiveFile, verdict: Verdict) -> dict[str, Any]:
+def provenance_document(archive: ArchiveFile, verdict: Verdict) -> Provenance:
     """What --json reports as `provenance`: where the record is, and whether it is believed."""
-    return {
-        "record": archive.where if archive.claims is not None else None,
-        **verdict.as_dict(),
-        "allowed_unlisted": False,
-    }
+    where = archive.where if archive.claims is not None else None
+    return Provenance(where, verdict.trusted, verdict.signature, verdict.problem)
 
 
 def _size_of(path: Path) -> int | None:

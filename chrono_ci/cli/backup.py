@@ -31,11 +31,13 @@ from chrono_ci.cli.options import (
     Upload,
     Verify,
 )
+from chrono_ci.config.options import env_name
 from chrono_ci.config.settings import Encryption, Settings, resolve_settings
 from chrono_ci.errors import ChronoError, ExitCode, ObjectNotFound
 from chrono_ci.jobs.backup import BackupResult
 from chrono_ci.jobs.backup_all import print_summary, run_kinds
 from chrono_ci.report.console import Reporter
+from chrono_ci.report.results import BackupDocument, Failure, Made, TestDocument, rejections
 from chrono_ci.verify.integrity import IntegrityReport
 
 backup_app = typer.Typer(help="Make backups (the guide's backup:postgres, backup:supabase, backup:all, backup:test).")
@@ -60,7 +62,7 @@ def _backup_kinds(kinds: list[str], cli: dict[str, str | None], json_output: boo
         started = monotonic()
         beat = None
         # Only with a heartbeat configured: its HTTP stack (ssl included) costs several MB of memory.
-        if "HEARTBEAT_URL" in os.environ or "HEARTBEAT_FAIL_URL" in os.environ:
+        if any(env_name(name) in os.environ for name in ("heartbeat_url", "heartbeat_fail_url")):
             from chrono_ci.jobs.heartbeat import heartbeat_config
 
             # A malformed heartbeat URL stops the run here (exit 2), before anything is dumped.
@@ -101,21 +103,17 @@ def _backup_kinds(kinds: list[str], cli: dict[str, str | None], json_output: boo
         print_summary(settings, results, failures, reporter)
         ping([])
         if State.json_mode:
-            reporter.emit_json(
-                {
-                    "ok": not failures,
-                    "backups": [dict(r.record.to_entry(), path=str(r.path)) for r in results],
-                    "removed": [d.archive.key for r in results for d in r.removed],
-                    "rejected": [v.rejection() for r in results for v in r.rejected],
-                    "failed": [
-                        {"kind": k, "message": e.message, "hint": e.hint, "exit_code": int(e.exit_code)}
-                        for k, e in failures
-                    ],
-                }
+            document = BackupDocument(
+                ok=not failures,
+                backups=[Made(r.record, str(r.path) if r.record.local else "") for r in results],
+                removed=[d.archive.key for r in results for d in r.removed],
+                rejected=rejections(v for r in results for v in r.rejected),
+                failed=[Failure(e.message, e.hint, int(e.exit_code), kind) for kind, e in failures],
             )
+            reporter.emit_json(document.to_json())
         return int(failures[0][1].exit_code) if failures else 0
 
-    guarded(body, json_output)
+    guarded(body, json_output, BackupDocument)
 
 
 @backup_app.command("postgres")
@@ -223,12 +221,11 @@ def backup_test(ctx: typer.Context, backup_dir: BackupDir = None, json_output: J
         reports = [_test_one(folder, entry, settings.encryption, reporter) for entry in newest]
         ok = all(r.ok for r in reports)
         if State.json_mode:
-            reporter.emit_json(
-                {"ok": ok, "results": [r.as_dict() for r in reports], "rejected": [v.rejection() for v in rejected]}
-            )
+            document = TestDocument(ok=ok, results=[r.tested() for r in reports], rejected=rejections(rejected))
+            reporter.emit_json(document.to_json())
         return 0 if ok else int(ExitCode.VERIFY)
 
-    guarded(body, json_output)
+    guarded(body, json_output, TestDocument)
 
 
 def _test_one(folder: Path, record: ArchiveRecord, encryption: Encryption, reporter: Reporter) -> IntegrityReport:

@@ -15,6 +15,7 @@ from chrono_ci.config.parsers import parse_choice
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import ChronoError, ExitCode
 from chrono_ci.report.console import Reporter
+from chrono_ci.report.results import Failure, Result
 from chrono_ci.storage.base import Storage
 
 
@@ -30,20 +31,16 @@ def command_reporter(settings: Settings | None = None) -> Reporter:
     return reporter
 
 
-def fail_with(error: ChronoError, reporter: Reporter) -> NoReturn:
+def fail_with(error: ChronoError, reporter: Reporter, document: type[Result] | None) -> NoReturn:
     reporter.error(error)
-    if State.json_mode:
-        reporter.emit_json(
-            {
-                "ok": False,
-                "error": {"message": error.message, "hint": error.hint, "exit_code": int(error.exit_code)},
-            }
-        )
+    if State.json_mode and document is not None:
+        reporter.emit_json(document.stopped(Failure(error.message, error.hint, int(error.exit_code))))
     raise typer.Exit(int(error.exit_code))
 
 
-def guarded(action: Callable[[Reporter], int], json_output: bool = False) -> None:
+def guarded(action: Callable[[Reporter], int], json_output: bool = False, document: type[Result] | None = None) -> None:
     """Run a command body: ChronoError -> message, hint and exit code; anything else -> a short bug report.
+    With --json, either way, the command's `document` says so (chrono_ci/report/results.py).
 
     `json_output` is the command's own --json (the same as the global one, given after the command)."""
     State.json_mode = State.json_mode or json_output
@@ -51,14 +48,18 @@ def guarded(action: Callable[[Reporter], int], json_output: bool = False) -> Non
     try:
         code = action(reporter)
     except ChronoError as error:
-        fail_with(error, reporter)
+        fail_with(error, reporter, document)
     except typer.Exit:
         raise
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         if State.debug:
             traceback.print_exc()
-        reporter.line(f"error: unexpected {type(exc).__name__}: {reporter.scrub(str(exc))}")
-        reporter.line("hint:  this is a bug in chrono-ci; run again with --debug and report the traceback.")
+        message = f"unexpected {type(exc).__name__}: {reporter.scrub(str(exc))}"
+        hint = "this is a bug in chrono-ci; run again with --debug and report the traceback."
+        reporter.line(f"error: {message}")
+        reporter.line(f"hint:  {hint}")
+        if State.json_mode and document is not None:
+            reporter.emit_json(document.stopped(Failure(message, hint, int(ExitCode.FAILED))))
         raise typer.Exit(int(ExitCode.FAILED)) from None
     raise typer.Exit(code)
 

@@ -20,6 +20,7 @@ from chrono_ci.cli.options import (
 )
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.report.console import Reporter
+from chrono_ci.report.results import PruneDocument, rejections
 
 
 def prune(
@@ -53,14 +54,9 @@ def prune(
         else:
             done = apply_retention(settings.retention, reporter, folder=settings.backup_dir, key=key, dry_run=dry_run)
         if State.json_mode:
-            reporter.emit_json(
-                {
-                    "ok": True,
-                    "dry_run": dry_run,
-                    "removed": [decision.archive.key for decision in done.removed],
-                    "rejected": [vetted.rejection() for vetted in done.rejected],
-                }
-            )
+            removed = [decision.archive.key for decision in done.removed]
+            document = PruneDocument(ok=True, dry_run=dry_run, removed=removed, rejected=rejections(done.rejected))
+            reporter.emit_json(document.to_json())
         return 0
 
-    guarded(body, json_output)
+    guarded(body, json_output, PruneDocument)

@@ -4,12 +4,14 @@ restore one safely."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
 from chrono_ci import __version__
 from chrono_ci.archive.locate import ArchiveFile
+from chrono_ci.archive.vouching import Provenance
 from chrono_ci.cli.command import State, cli_values, guarded, origin_of, s3_storage
 from chrono_ci.cli.options import (
     AllowUnlisted,
@@ -28,6 +30,7 @@ from chrono_ci.config.settings import Settings, resolve_settings
 from chrono_ci.errors import ExitCode
 from chrono_ci.jobs.backup import run_backup
 from chrono_ci.report.console import Reporter
+from chrono_ci.report.results import ListDocument, RestoreDocument, TestDocument
 from chrono_ci.verify.integrity import check_archive
 
 recovery_app = typer.Typer(
@@ -59,12 +62,12 @@ def recovery_list(
         else:
             rows, location = local_rows(settings.backup_dir, checksums, key), str(settings.backup_dir)
         if State.json_mode:
-            reporter.emit_json(rows)
+            reporter.emit_json(ListDocument(ok=True, location=location, archives=rows).to_json())
         print_rows(rows, location, reporter)
         damaged = any(row["checksum"] in ("MISMATCH", "UNREADABLE") or row["signature"] == "invalid" for row in rows)
         return int(ExitCode.VERIFY) if damaged else 0
 
-    guarded(body, json_output)
+    guarded(body, json_output, ListDocument)
 
 
 @recovery_app.command("test")
@@ -93,12 +96,12 @@ def recovery_test(
         with located_archive(file, settings.backup_dir, origin_of(origin), settings.s3_url, os.environ) as archive:
             return _test_archive(archive, settings, restore, allow_unlisted, reporter)
 
-    guarded(body, json_output)
+    guarded(body, json_output, TestDocument)
 
 
 def _provenance(
     archive: ArchiveFile, settings: Settings, reporter: Reporter, *, required: bool, allow_unlisted: bool
-) -> dict[str, Any]:
+) -> Provenance:
     """The archive's record, judged (chrono_ci/archive/provenance.py); when `required` (a restore into any server), an
     archive no trusted record vouches for stops here, before it is read."""
     from datetime import UTC, datetime
@@ -118,9 +121,9 @@ def _provenance(
                 f"{archive.path.name} is not vouched for by a trusted record ({verdict.problem}): restoring it "
                 "needs --allow-unlisted"
             )
-    if document["trusted"]:
+    if document.trusted:
         signed = {"valid": ", signature valid", "unchecked": ", signed (no key to check it)"}
-        reporter.ok(f"record: {document['record']}{signed.get(document['signature'], ', unsigned')}")
+        reporter.ok(f"record: {document.record}{signed.get(document.signature, ', unsigned')}")
     return document
 
 
@@ -142,8 +145,8 @@ def _test_archive(
         profile=archive.kind,
     )
     report.print(reporter)
-    document: dict[str, Any] = {**report.as_dict(), "provenance": provenance}
     ok = report.ok
+    proven: dict[str, Any] | None = None
     if restore and report.ok and report.contents is not None:
         reporter.step("restore-verification")
         proof = restore_verify(
@@ -157,14 +160,14 @@ def _test_archive(
         (reporter.ok if proof.ok else reporter.fail)(f"restore: {proof.summary()}")
         if proof.missing_extensions:
             reporter.info("give --scratch-url (SCRATCH_DATABASE_URL) a server that has those extensions")
-        document["restore"] = proof.as_dict()
+        proven = proof.as_dict()
         ok = ok and proof.ok
     elif restore:
         reporter.fail("restore: not attempted, the archive failed its integrity test")
         ok = False
-    document["ok"] = ok
     if State.json_mode:
-        reporter.emit_json(document)
+        tested = replace(report.tested(provenance, proven), ok=ok)
+        reporter.emit_json(TestDocument(ok=ok, results=[tested]).to_json())
     reporter.line(f"{archive.path.name}: {'every check passed' if ok else 'FAILED'}")
     if ok:
         return 0
@@ -225,7 +228,7 @@ def recovery_restore(
                 profile=profile_of_archive(archive),
             )
         if State.json_mode:
-            reporter.emit_json({**result, "provenance": provenance})
+            reporter.emit_json(replace(result, provenance=provenance).to_json())
         return 0
 
-    guarded(body, json_output)
+    guarded(body, json_output, RestoreDocument)

@@ -14,6 +14,7 @@ from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ExitCode
 from chrono_ci.jobs.status import Copy, StatusReport, format_duration
 from chrono_ci.report.console import Reporter, human_size
+from chrono_ci.report.results import StatusDocument
 
 
 def print_status(report: StatusReport, reporter: Reporter, location: str) -> None:
@@ -113,7 +114,8 @@ def status(
         report = build_status(archives, datetime.now(UTC), limit)
         print_status(report, reporter, location)
         if State.json_mode:
-            reporter.emit_json({**report.as_dict(), "from": origin, "location": location})
+            document = StatusDocument(ok=report.ok, origin=origin, location=location, report=report.as_dict())
+            reporter.emit_json(document.to_json())
         return 0 if report.ok else int(ExitCode.VERIFY)
 
-    guarded(body, json_output)
+    guarded(body, json_output, StatusDocument)

@@ -8,12 +8,12 @@ exactly the backup (objects made after the backup are gone), or, on any error, e
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import RestoreFailed, VerificationFailed
 from chrono_ci.report.console import Reporter
+from chrono_ci.report.results import RestoreDocument
 from chrono_ci.restore.plan import RestoreProfile, confirm, plan_restore, print_plan
 from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
 from chrono_ci.restore.session import SessionRules
@@ -59,7 +59,7 @@ def run_restore(
     sessions: SessionRules | None = None,
     safety_backup: Callable[[DatabaseTarget], str],
     profile: RestoreProfile,
-) -> dict[str, Any]:
+) -> RestoreDocument:
     """`safety_backup` backs up the target as it is now and returns the archive's name: the caller's backup job
     (chrono_ci.jobs.backup), passed in so that restoring never depends on the code that backs up. `profile` is
     what the archive holds (chrono_ci/profiles), which says what the restore replaces and how."""
@@ -82,16 +82,17 @@ def run_restore(
             hint="Use the database owner or a superuser for the restore. Nothing was touched.",
         )
     reporter.ok("target reachable, and the role may replace its schemas")
-    result: dict[str, Any] = {
-        "file": archive.path.name,
-        "target": plan.target.display(),
-        "dry_run": dry_run,
-        "source_database": plan.source_database,
-        "other_sessions": len(plan.sessions),
-    }
+    result = RestoreDocument(
+        file=archive.path.name,
+        target=plan.target.display(),
+        dry_run=dry_run,
+        source_database=plan.source_database,
+        other_sessions=len(plan.sessions),
+    )
     if dry_run:
         reporter.line("Dry run: the archive is valid and the restore would proceed. Nothing was changed.")
-        return {**result, "ok": True}
+        result.ok = True
+        return result
 
     reporter.step("3. confirmation")
     confirm(plan, yes, ask)
@@ -99,7 +100,7 @@ def run_restore(
 
     reporter.step("4. safety backup of the target")
     safety = safety_backup(plan.target)
-    result["safety_backup"] = safety
+    result.safety_backup = safety
 
     reporter.step("5. restore in one transaction, row counts proven before COMMIT")
     preamble, proof = profile.preamble(plan.target, plan.server, plan.schemas, archive, sorted(tables))
@@ -129,6 +130,7 @@ def run_restore(
     reporter.ok(f"restored {archive.path.name} into {plan.target.display()} and committed")
     if outcome.proven:
         reporter.ok(outcome.proven)
-    result["tables"] = outcome.tables
-    result["warnings"] = outcome.warnings
-    return {**result, "ok": True}
+    result.tables = dict(outcome.tables)
+    result.warnings = list(outcome.warnings)
+    result.ok = True
+    return result

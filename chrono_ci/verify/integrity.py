@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from chrono_ci.archive.record import ArchiveRecord
+from chrono_ci.archive.vouching import Provenance
 from chrono_ci.config.options import Compression
 from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
 from chrono_ci.report.console import Reporter
+from chrono_ci.report.results import CheckResult, Tested
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,11 @@ class IntegrityReport:
     def failed(self) -> list[Check]:
         return [check for check in self.checks if check.ok is False]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "ok": self.ok,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
-        }
+    def tested(self, provenance: Provenance | None = None, restore: Mapping[str, Any] | None = None) -> Tested:
+        """This report as a result document's entry (chrono_ci/report/results.py)."""
+        checks = tuple(CheckResult(c.name, c.ok, c.detail) for c in self.checks)
+        ok = self.ok and (restore is None or restore.get("ok") is True)
+        return Tested(self.file, ok, checks, provenance, restore)
 
     def print(self, reporter: Reporter, *, verdict: bool = True) -> None:
         """Each check on its line (ok, not run, FAIL), then, with `verdict`, the archive's one-line result."""
