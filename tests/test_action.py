@@ -35,6 +35,7 @@ from chrono_ci.action import runs as action_runs
 from chrono_ci.action import summary as action_summary
 from chrono_ci.action import workflow as action_workflow
 from chrono_ci.errors import ConfigError
+from chrono_ci.secrets import url_secrets
 from chrono_ci.source.embedded import free_port
 from tests.fixtures.postgres import TEST_PASSWORD, PgServer
 from tests.fixtures.results import assert_result_document
@@ -643,11 +644,11 @@ def test_workflow_command_escaping() -> None:
 
 def test_url_secrets_cover_every_spelling_of_the_password() -> None:
     url = f"postgresql://backup:{quote(TEST_PASSWORD, safe='')}@db:5432/app?sslmode=require"
-    found = action_workflow.url_secrets(url)
+    found = url_secrets(url)
     assert url in found and TEST_PASSWORD in found and quote(TEST_PASSWORD, safe="") in found
     # Not percent-encoded as it should be: still masked as written.
-    assert "pa@ss#1" in action_workflow.url_secrets("postgresql://u:pa@ss#1@db/app")
-    assert action_workflow.url_secrets("postgresql://db/app") == ["postgresql://db/app"]
+    assert "pa@ss#1" in url_secrets("postgresql://u:pa@ss#1@db/app")
+    assert url_secrets("postgresql://db/app") == ["postgresql://db/app"]
 
 
 def test_booleans_follow_the_toolkit() -> None:

@@ -193,3 +193,31 @@ def test_architecture_md_lists_every_module_and_only_those() -> None:
         f"missing from ARCHITECTURE.md: {sorted((real - packages_only) - listed)}"
     )
     assert not listed - real, f"in ARCHITECTURE.md but not in chrono_ci/: {sorted(listed - real)}"
+
+
+def sources_containing(needle: str) -> set[str]:
+    return {
+        path.relative_to(ROOT).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if needle in path.read_text(encoding="utf-8")
+    }
+
+
+def test_one_place_asks_the_runner_to_mask_a_value() -> None:
+    """A second writer of ::add-mask:: is how a form of a secret (a line of a multi-line key, an unescaped %)
+    ends up unmasked: every mask goes through chrono_ci.secrets.add_mask."""
+    writers = {path for path in sources_containing('"::add-mask::') | sources_containing('f"::add-mask::')}
+    assert writers == {"chrono_ci/secrets.py"}
+
+
+def test_one_scrubber() -> None:
+    """Replacing secrets by *** is written once; every log, error and report line goes through it."""
+    assert sources_containing(".replace(secret, MASK)") == {"chrono_ci/secrets.py"}
+    assert not sources_containing('.replace(secret, "***")')
+
+
+def test_one_place_starts_a_tool_with_a_drained_stderr() -> None:
+    """pg_dump and pg_dumpall run through chrono_ci.child_process; the Action's own child (action/runs.py)
+    streams its stderr into the step's log line by line instead, and the embedded server's probes wait for
+    their end."""
+    assert sources_containing("subprocess.Popen(") == {"chrono_ci/child_process.py", "chrono_ci/action/runs.py"}

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chrono_ci.action.workflow import url_secrets
 from chrono_ci.config.options import SETTINGS, Grammar, Setting, secret_variables
 from chrono_ci.config.parsers import INPUT_BOOLEANS, INPUT_PREFIX, did_you_mean, parse_choice, shown
 from chrono_ci.config.parsers import parse_bool as parse_any_bool
 from chrono_ci.errors import ConfigError
+from chrono_ci.secrets import url_secrets
 
 __all__ = ["did_you_mean"]
 

@@ -20,7 +20,7 @@ import pwd
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import Any, TextIO
 
 from chrono_ci.action.inputs import ACTION_DEFAULTS, Inputs, read_inputs, secrets_to_mask
 from chrono_ci.action.outputs import OUTPUTS, build_outputs, write_outputs
@@ -101,7 +101,7 @@ def _failure_annotations(log: Log, runs: Sequence[Run]) -> None:
             )
 
 
-def main(environ: Mapping[str, str] | None = None, stream: IO[str] | None = None) -> int:
+def main(environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> int:
     """Run the Action from the runner's environment; returns the exit code for the container."""
     environ = dict(os.environ if environ is None else environ)
     log = Log(stream)

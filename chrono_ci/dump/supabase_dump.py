@@ -23,9 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
-import threading
-from collections import deque
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -33,8 +30,8 @@ from typing import IO, Any, cast
 import psycopg
 
 from chrono_ci import __version__
+from chrono_ci.child_process import ChildProcess
 from chrono_ci.dump import supabase_additions
-from chrono_ci.dump.pg_dump import STDERR_KEEP
 from chrono_ci.dump.sql_quoting import quote_ident
 from chrono_ci.dump.supabase_additions import Addition
 from chrono_ci.dump.supabase_header import HEADER_MARK
@@ -51,46 +48,6 @@ from chrono_ci.source.supabase_platform import (
 )
 from chrono_ci.source.target import DatabaseTarget, connect
 from chrono_ci.source.tools import PgTools
-
-
-class _Child:
-    """One dump tool: stdout is read by the caller, stderr is drained (and kept, capped) in a thread."""
-
-    def __init__(self, part: str, args: list[str], env: dict[str, str]) -> None:
-        self.part = part
-        self.args = args
-        self.tail: deque[bytes] = deque()
-        self._size = 0
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0
-        )
-        self._drain = threading.Thread(target=self._read_stderr, name=f"{part}-stderr", daemon=True)
-        self._drain.start()
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.tail.append(line)
-            self._size += len(line)
-            while self._size > STDERR_KEEP and len(self.tail) > 1:
-                self._size -= len(self.tail.popleft())
-
-    def read(self, size: int) -> bytes:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read(size)
-
-    def wait(self) -> int:
-        code = self.proc.wait()
-        self._drain.join(timeout=10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.wait()
-
-    def stderr(self) -> str:
-        return b"".join(self.tail).decode("utf-8", errors="replace").strip()
 
 
 @dataclass
@@ -185,8 +142,8 @@ class SupabaseDump:
         self.parts: list[str] = list(self.commands)
         self.parts.insert(self.parts.index("schema") + 1, supabase_additions.PART)
         self.args: list[str] = self.commands["data"]
-        self._child: _Child | None = None
-        self._children: list[_Child] = []
+        self._child: ChildProcess | None = None
+        self._children: list[ChildProcess] = []
         self._failure: _Failure | None = None
         self._done = False
         self._chunks: Generator[bytes, None, None] = self._generate()
@@ -213,19 +170,19 @@ class SupabaseDump:
 
     # -- the stream --------------------------------------------------------------------------------------------
 
-    def _start(self, part: str) -> _Child:
-        child = _Child(part, self.commands[part], self._env)
+    def _start(self, part: str) -> ChildProcess:
+        child = ChildProcess(part, self.commands[part], self._env)
         self._child = child
         self._children.append(child)
         return child
 
-    def _finish(self, child: _Child, trailer_seen: bool = True) -> bool:
+    def _finish(self, child: ChildProcess, trailer_seen: bool = True) -> bool:
         code = child.wait()
         self._child = None
         if code != 0:
-            self._failure = _Failure(child.part, code)
+            self._failure = _Failure(child.name, code)
         elif not trailer_seen:
-            self._failure = _Failure(child.part, 1, "its output ended without its closing line")
+            self._failure = _Failure(child.name, 1, "its output ended without its closing line")
         return self._failure is None
 
     def _buffered(self, part: str) -> str | None:
@@ -350,13 +307,13 @@ class SupabaseDump:
         self._close_snapshot()
 
     def stderr_text(self) -> str:
-        texts = [f"[{child.part}] {child.stderr()}" for child in self._children if child.stderr()]
+        texts = [f"[{child.name}] {child.stderr_text()}" for child in self._children if child.stderr_text()]
         return "\n".join(texts)
 
     def failure(self, code: int) -> DumpFailed:
         failed = self._failure or _Failure("data", code)
-        child = next((c for c in reversed(self._children) if c.part == failed.part), None)
-        text = child.stderr() if child else ""
+        child = next((c for c in reversed(self._children) if c.name == failed.part), None)
+        text = child.stderr_text() if child else ""
         lines = [line for line in text.splitlines() if line.strip()]
         detail = failed.reason or ("\n".join(lines[-6:]) if lines else "(no message)")
         tool = "pg_dumpall" if failed.part == "roles" else "pg_dump"

@@ -33,6 +33,7 @@ from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.restore.replay import Expected
 from chrono_ci.retention.apply import abort_abandoned_uploads, rotate, rotate_remote
 from chrono_ci.retention.policy import Decision
+from chrono_ci.secrets import add_mask
 from chrono_ci.source.target import DatabaseTarget, probe_server
 from chrono_ci.source.tools import choose_pg_tools
 from chrono_ci.storage import open_storage
@@ -290,8 +291,7 @@ def _mask_for(environ: Mapping[str, str], reporter: Reporter) -> Callable[[str],
     def mask(value: str) -> None:
         reporter.add_secrets([value])
         if environ.get("GITHUB_ACTIONS") == "true":
-            sys.stderr.write(f"::add-mask::{value}\n")
-            sys.stderr.flush()
+            add_mask(value, sys.stderr)
 
     return mask
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +25,7 @@ from typing import Any
 
 from chrono_ci import __version__
 from chrono_ci.errors import ChronoError, ConfigError
+from chrono_ci.secrets import scrub_credentials
 
 SUCCESS_ENV = "HEARTBEAT_URL"
 FAILURE_ENV = "HEARTBEAT_FAIL_URL"
@@ -33,8 +33,6 @@ MAX_BODY_BYTES = 10_000
 MAX_STRING = 1_000
 MAX_ITEMS = 50
 RETRY_DELAY_SECONDS = 1.0
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-_PASSWORD_PAIR = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
 
 
 @dataclass(frozen=True)
@@ -227,7 +225,9 @@ def backup_body(
         "failed": [
             {
                 "kind": kind,
-                "error": _mask(error.message.splitlines()[0] if error.message else type(error).__name__, masked),
+                "error": scrub_credentials(
+                    error.message.splitlines()[0] if error.message else type(error).__name__, masked
+                ),
                 "exit_code": int(error.exit_code),
             }
             for kind, error in failed
@@ -275,24 +275,16 @@ def encode_body(body: Mapping[str, Any], secrets: Iterable[str] = ()) -> bytes:
 
 def _sanitise(value: Any, secrets: list[str], depth: int) -> Any:
     if isinstance(value, str):
-        return _mask(value, secrets)[:MAX_STRING]
+        return scrub_credentials(value, secrets)[:MAX_STRING]
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= 5:
         return "..."
     if isinstance(value, Mapping):
         return {
-            _mask(str(k), secrets)[:MAX_STRING]: _sanitise(v, secrets, depth + 1)
+            scrub_credentials(str(k), secrets)[:MAX_STRING]: _sanitise(v, secrets, depth + 1)
             for k, v in list(value.items())[:MAX_ITEMS]
         }
     if isinstance(value, list | tuple | set | frozenset):
         return [_sanitise(v, secrets, depth + 1) for v in list(value)[:MAX_ITEMS]]
-    return _mask(str(value), secrets)[:MAX_STRING]
-
-
-def _mask(text: str, secrets: list[str]) -> str:
-    # Longest first, so that a secret containing another is masked whole.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = _URL_USERINFO.sub(r"\1***@", text)
-    return _PASSWORD_PAIR.sub(r"\1\2***", text)
+    return scrub_credentials(str(value), secrets)[:MAX_STRING]

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from chrono_ci.errors import ChronoError
+from chrono_ci.secrets import SecretSet
 
 
 def human_size(size: int | float) -> str:
@@ -28,22 +29,15 @@ class Reporter:
     def __init__(self, json_mode: bool = False, stream: TextIO | None = None, secrets: Iterable[str] = ()) -> None:
         self.json_mode = json_mode
         self.out = stream or (sys.stderr if json_mode else sys.stdout)
-        self.secrets: list[str] = []
-        self.add_secrets(secrets)
+        self.secrets = SecretSet(secrets)
         self._progress_shown = False
         self._last_progress = 0.0
 
     def add_secrets(self, values: Iterable[str]) -> None:
-        for value in values:
-            if value and value not in self.secrets:
-                self.secrets.append(value)
-        # Longest first, so that a secret containing another is scrubbed whole.
-        self.secrets.sort(key=len, reverse=True)
+        self.secrets.add(values)
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self.secrets.scrub(text)
 
     def _write(self, text: str) -> None:
         self._clear_progress()

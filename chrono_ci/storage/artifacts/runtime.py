@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from chrono_ci.errors import ConfigError
+from chrono_ci.secrets import add_mask, escape_data
 
 MISSING_ENV_HINT = (
     "GitHub gives ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL only to JavaScript and Docker container "
@@ -72,20 +73,15 @@ def is_loopback(host: str) -> bool:
 
 
 def print_mask(value: str) -> None:
-    print(f"::add-mask::{_escape_command(value)}", flush=True)
+    add_mask(value, sys.stdout)
 
 
 def print_warning(message: str) -> None:
-    print(f"::warning::{_escape_command(message)}", flush=True)
+    print(f"::warning::{escape_data(message)}", flush=True)
 
 
 def print_info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _escape_command(value: str) -> str:
-    # Workflow command data escaping (@actions/core command.ts); the runner unescapes it back.
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def days_setting(environ: Mapping[str, str], var: str) -> int | None:

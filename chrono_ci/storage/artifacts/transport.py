@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import IO
 
+from chrono_ci.secrets import scrub
 from chrono_ci.storage.artifacts.runtime import is_loopback
 
 RETRY_MULTIPLIER = 1.5
@@ -96,9 +97,7 @@ class HttpTransport:
         return random.uniform(low, low * RETRY_MULTIPLIER)
 
     def _redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _send(
         self,

@@ -26,6 +26,7 @@ from botocore.credentials import CredentialProvider, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chrono_ci.errors import ConfigError, StorageError
+from chrono_ci.secrets import add_mask
 
 __all__ = ["DEFAULT_AUDIENCE", "github_oidc_session", "wants_github_oidc"]
 
@@ -217,5 +218,4 @@ class _RoleExchange:
     def _mask(self, value: str) -> None:
         # A workflow command: the runner replaces the value with *** in every later log line.
         if self.mask_secrets and value:
-            sys.stdout.write(f"::add-mask::{value}\n")
-            sys.stdout.flush()
+            add_mask(value, sys.stdout)
