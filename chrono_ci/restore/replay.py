@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg import pq
-
 from chrono_ci.config.settings import Compression
 from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
@@ -237,6 +235,8 @@ def _stream(
     server_major: int,
     decrypt: Callable[[], Decryptor] | None,
 ) -> ReplayOutcome:
+    from psycopg import pq
+
     reader = DumpReader(profile, server_major=server_major, keep=MAX_STATEMENT, restoring=True)
     outcome = ReplayOutcome(tables={})
     copy_line = 0
