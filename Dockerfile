@@ -4,11 +4,15 @@
 #   docker run --rm -e DATABASE_URL -v "$PWD/backups:/backups" --user "$(id -u):$(id -g)" IMAGE backup all
 #
 # Everything it installs is pinned, so that a new release of a dependency changes nothing until it is reviewed:
-# - the base by digest (BASE_IMAGE; dependabot proposes new digests). Where the registry cannot be reached, build
-#   from a local image instead: --build-arg BASE_IMAGE=python:3.12-slim-bookworm
+# - the base by digest: the build argument BASE_IMAGE. Where the registry cannot be reached, build from a local
+#   image instead: --build-arg BASE_IMAGE=python:3.12-slim-bookworm
 # - Python packages by version and sha256 (requirements/image.txt for the runtime, requirements/build.txt for the
 #   build; pip-compile writes them from pyproject.toml, dependabot updates them), installed with --require-hashes.
 ARG BASE_IMAGE=python:3.12-slim-bookworm@sha256:a116514e19457bcb7af7efe9c3dd0b9b71e85b317694e7882a1c52aa15a78134
+
+# The same reference once more, in a stage nothing uses (BuildKit and buildah skip it): dependabot reads FROM lines,
+# not ARG defaults, and proposes new digests here; tests/test_image.py fails until BASE_IMAGE above names the same.
+FROM python:3.12-slim-bookworm@sha256:a116514e19457bcb7af7efe9c3dd0b9b71e85b317694e7882a1c52aa15a78134 AS pinned-base
 
 # --- build: the packages installed under /deps and chrono-ci under /app, then copied over /usr/local ---------------
 FROM ${BASE_IMAGE} AS build

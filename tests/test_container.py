@@ -10,8 +10,10 @@
 
 The image is built once per session, with the engine's layer cache. The base comes from the Dockerfile (pinned by
 digest) or, where it cannot be pulled, from CHRONO_TEST_BASE_IMAGE: a local image standing in for
-python:3.12-slim-bookworm. Without an engine, or with one that cannot start a container or get the base, the
-tests skip and say why. The database is the suite's PostgreSQL on 127.0.0.1, reached with --network host.
+python:3.12-slim-bookworm. CHRONO_TEST_IMAGE tests an image already built instead (the release workflow tests the
+published one); CHRONO_TEST_CONTAINER_ENGINE chooses podman or docker when both are there. Without an engine, or
+with one that cannot start a container or get the base, or not as root (the test hands folders to other user ids),
+the tests skip and say why. The database is the suite's PostgreSQL on 127.0.0.1, reached with --network host.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class Image:
 
 
 def _engine() -> Engine:
-    for name in ("podman", "docker"):
+    chosen = os.environ.get("CHRONO_TEST_CONTAINER_ENGINE", "").strip()
+    for name in [chosen] if chosen else ["podman", "docker"]:
         program = shutil.which(name)
         if program is None:
             continue
@@ -94,7 +97,7 @@ def _engine() -> Engine:
         if answered.returncode == 0:
             return engine
         pytest.skip(f"{name} is installed but does not answer (`{name} info`): {answered.stderr.strip()[-300:]}")
-    pytest.skip("no container engine (podman or docker) on this machine: the image cannot be built here")
+    pytest.skip(f"no container engine ({chosen or 'podman or docker'}) on this machine: the image cannot be built here")
 
 
 def _default_base() -> str:
@@ -109,6 +112,8 @@ def _present(engine: Engine, image: str) -> bool:
 
 @pytest.fixture(scope="session")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    if os.geteuid() != 0:
+        pytest.skip("the container test hands its folders to other user ids (chown): run it as root")
     engine = _engine()
     given = os.environ.get("CHRONO_TEST_BASE_IMAGE", "").strip()
     base = given or _default_base()
@@ -124,6 +129,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     probe = engine("run", "--rm", "--network", "host", base, "python3", "-c", "pass", timeout=120)
     if probe.returncode != 0:
         pytest.skip(f"{engine.name} cannot start a container here: {probe.stderr.strip()[-300:]}")
+    built_elsewhere = os.environ.get("CHRONO_TEST_IMAGE", "").strip()
+    if built_elsewhere:
+        if not _present(engine, built_elsewhere):
+            pulled = engine("pull", built_elsewhere, timeout=600)
+            assert pulled.returncode == 0, f"CHRONO_TEST_IMAGE={built_elsewhere}: {pulled.stderr.strip()[-500:]}"
+        return Image(engine, built_elsewhere, base)
     before = engine("image", "inspect", "--format", "{{.Id}}", TAG, timeout=60).stdout.strip()
     args = ["build", "--network", "host", "-t", TAG, *(["--build-arg", f"BASE_IMAGE={base}"] if given else [])]
     built = engine(*args, str(ROOT), timeout=900)
