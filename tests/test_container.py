@@ -88,6 +88,7 @@ class Image:
 
 def _engine() -> Engine:
     chosen = os.environ.get("CHRONO_TEST_CONTAINER_ENGINE", "").strip()
+    silent: list[str] = []
     for name in [chosen] if chosen else ["podman", "docker"]:
         program = shutil.which(name)
         if program is None:
@@ -96,7 +97,9 @@ def _engine() -> Engine:
         answered = engine("info", timeout=60)
         if answered.returncode == 0:
             return engine
-        pytest.skip(f"{name} is installed but does not answer (`{name} info`): {answered.stderr.strip()[-300:]}")
+        silent.append(f"{name} is installed but does not answer (`{name} info`): {answered.stderr.strip()[-300:]}")
+    if silent:
+        pytest.skip("; ".join(silent))
     pytest.skip(f"no container engine ({chosen or 'podman or docker'}) on this machine: the image cannot be built here")
 
 
