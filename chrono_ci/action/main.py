@@ -137,7 +137,7 @@ def _run(environ: Mapping[str, str], inputs: Inputs, log: Log) -> int:
     for note in plan.notes:
         log.warning(note, title="chrono-ci input ignored")
     if plan.command == "backup":
-        root = unignored_backup_dir(plan.backup_dir, plan.env)
+        root = unignored_backup_dir(plan.backup_dir)
         if root is not None:
             log.warning(
                 f"The backup folder {display_path(plan.backup_dir, plan.workspace)} is inside the git work tree "

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def workspace_of(environ: Mapping[str, str]) -> Path:
@@ -16,42 +14,26 @@ def workspace_of(environ: Mapping[str, str]) -> Path:
     return Path(value) if value else Path.cwd()
 
 
-def unignored_backup_dir(backup_dir: Path, env: Mapping[str, str]) -> Path | None:
+def unignored_backup_dir(backup_dir: Path) -> Path | None:
     """The git work tree holding `backup_dir` when the folder is in one and not ignored there, else None.
 
-    Silent when git is absent or says anything unexpected: this is a warning, never a reason to fail a backup.
+    Read from the work tree's ignore files (chrono_ci/action/gitignore.py): the image has no git. Silent when
+    anything is unreadable: this is a warning, never a reason to fail a backup.
     """
-    git = shutil.which("git", path=env.get("PATH"))
-    if git is None:
-        return None
-    probe = backup_dir
-    while not probe.is_dir() and probe.parent != probe:
-        probe = probe.parent
-    # The workspace belongs to the runner's user and we run as root: git refuses such a repository ("dubious
-    # ownership") unless told that every directory is safe.
-    base = [git, "-c", "safe.directory=*", "-C", str(probe)]
-    git_env = {key: value for key, value in env.items() if not key.startswith("GIT_")}
+    from chrono_ci.action.gitignore import is_ignored, work_tree_of
+
     try:
-        top = subprocess.run(
-            [*base, "rev-parse", "--show-toplevel"], capture_output=True, text=True, env=git_env, timeout=30
-        )
-        if top.returncode != 0 or not top.stdout.strip():
+        folder = backup_dir.resolve()
+        root = work_tree_of(folder)
+        if root is None:
             return None
-        root = Path(top.stdout.strip())
-        relative = os.path.relpath(backup_dir.resolve(), root.resolve())
-        if relative.startswith(".."):
-            return None
+        relative = Path(os.path.relpath(folder, root))
         # A file inside the folder: a `backups/` pattern only matches the folder itself once it exists.
-        sample = Path(relative) / "postgres_backup_2000-01-01_00-00-00.sql.zst"
-        ignored = subprocess.run(
-            [git, "-c", "safe.directory=*", "-C", str(root), "check-ignore", "-q", "--", sample.as_posix()],
-            capture_output=True,
-            env=git_env,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError, ValueError):
+        sample = PurePosixPath(relative.as_posix()) / "postgres_backup_2000-01-01_00-00-00.sql.zst"
+        ignored = is_ignored(root, sample)
+    except (OSError, ValueError):
         return None
-    return root if ignored.returncode == 1 else None
+    return None if ignored else root
 
 
 def hand_over_to_workspace_owner(backup_dir: Path, workspace: Path) -> None:

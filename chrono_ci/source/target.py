@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import psycopg
-
 from chrono_ci.errors import ConfigError, ConnectionFailed
+
+if TYPE_CHECKING:  # psycopg is imported where a connection is made: starting the command needs none
+    import psycopg
 
 # libpq query parameters we pass on as environment variables (https://www.postgresql.org/docs/current/libpq-envars.html)
 PARAM_ENV = {
@@ -174,6 +176,8 @@ def connect(
     target: DatabaseTarget, dbname: str | None = None, timeout: int = 10
 ) -> psycopg.Connection[tuple[object, ...]]:
     """Connect with psycopg, turning libpq's failures into ConnectionFailed with a hint."""
+    import psycopg
+
     args = target.conninfo(dbname)
     args.setdefault("connect_timeout", str(timeout))
     try:
