@@ -21,6 +21,7 @@ from chrono_ci.archive.provenance import metadata_fields
 from chrono_ci.archive.safefile import open_archive
 from chrono_ci.config.settings import Compression
 from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
+from chrono_ci.extras import require
 from chrono_ci.storage.base import CHUNK_SIZE
 
 
@@ -97,6 +98,7 @@ def located_archive(
     if not file.startswith("s3://") and origin != "s3":
         yield resolve_archive(file, backup_dir)
         return
+    require("s3")
     from chrono_ci.storage.s3.store import S3Storage
 
     if file.startswith("s3://"):

