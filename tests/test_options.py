@@ -33,6 +33,7 @@ FOREIGN = {
     "AWS_WEB_IDENTITY_TOKEN_FILE": "botocore's own web identity provider",
     "AWS_ENDPOINT_URL_STS": "the AWS SDK's STS endpoint override",
     "CHRONO_CI_DEFAULT_BACKUP_DIR": "set by the image (Dockerfile), never by a user",
+    "LD_PRELOAD": "kept when nss_wrapper is added for the throwaway server, never a setting",
 }
 FOREIGN_PREFIXES = ("GITHUB_", "ACTIONS_", "RUNNER_", "PG", "INPUT_")
 

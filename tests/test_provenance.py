@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+import pyrage
 import pytest
 
 from chrono_ci.archive.names import archive_name
@@ -38,6 +39,8 @@ from tests.sample import SAMPLE_SQL
 from tests.test_backup import tmpfs
 from tests.test_recovery import backed_up, entries, env_for, folder_state, state  # noqa: F401 - a fixture
 from tests.test_upload import PREFIX, objects, s3_env, unfinished_uploads
+
+AGE_RECIPIENT = str(pyrage.x25519.Identity.generate().to_public())
 
 Run = Callable[..., CliResult]
 KEY = "k3y-for-tests-" + "5" * 40
@@ -362,7 +365,7 @@ def test_a_record_from_the_future_and_one_too_small_are_not_trusted() -> None:
         ("zstd", {}),
         ("gzip", {"BACKUP_COMPRESSION_LEVEL": "9"}),
         ("none", {}),
-        ("zstd", {"BACKUP_COMPRESSION_LEVEL": "19", "BACKUP_ENCRYPTION_PASSPHRASE": "pass"}),
+        ("zstd", {"BACKUP_COMPRESSION_LEVEL": "19", "BACKUP_ENCRYPTION_RECIPIENTS": AGE_RECIPIENT}),
     ],
 )
 def test_every_real_archive_of_an_empty_database_is_above_the_floor(

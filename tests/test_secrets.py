@@ -1,6 +1,7 @@
 """Secrets stay secret: every command, success and failure, with a password full of special characters, an S3
-secret and an encryption passphrase; none of them may appear in output, files, Action outputs or the step
-summary, nor in the argv of any process on the machine while the commands run."""
+secret, an age identity (a secret key) and a passphrase that is refused; none of them may appear in output,
+files, Action outputs or the step summary, nor in the argv of any process on the machine while the commands
+run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
+import pyrage
 import pytest
 
 from chrono_ci.source.embedded import free_port
@@ -23,7 +25,10 @@ from tests.test_recovery import entries
 from tests.test_upload import s3_env
 
 Run = Callable[..., CliResult]
-PASSPHRASE = "pässphrase: s3cr3t/%#?&'\" end"
+PASSPHRASE = "pässphrase: s3cr3t/%#?&'\" end"  # no longer supported: refused, and never repeated
+_IDENTITY = pyrage.x25519.Identity.generate()
+IDENTITY, RECIPIENT = str(_IDENTITY), str(_IDENTITY.to_public())
+WRONG_IDENTITY = str(pyrage.x25519.Identity.generate())
 SIGNING_KEY = "signing-k3y: s3cr3t/%#?&'\" and long enough to be accepted"
 
 
@@ -68,7 +73,7 @@ def forms(secret: str) -> list[str]:
 
 @pytest.fixture
 def secrets(seaweedfs: SeaweedFS) -> list[str]:
-    return [*forms(TEST_PASSWORD), *forms(PASSPHRASE), *forms(SIGNING_KEY), seaweedfs.secret_key]
+    return [*forms(TEST_PASSWORD), *forms(PASSPHRASE), *forms(SIGNING_KEY), IDENTITY, seaweedfs.secret_key]
 
 
 def assert_clean(text: str, secrets: list[str], where: str) -> None:
@@ -97,14 +102,15 @@ def test_no_secret_leaks_anywhere(
     env = {
         "DATABASE_URL": url,
         "BACKUP_DIR": str(folder),
-        "BACKUP_ENCRYPTION_PASSPHRASE": PASSPHRASE,
+        "BACKUP_ENCRYPTION_RECIPIENTS": RECIPIENT,
+        "BACKUP_ENCRYPTION_IDENTITY": IDENTITY,
         "BACKUP_SIGNING_KEY": SIGNING_KEY,
         **s3_env(seaweedfs, s3_bucket),
     }
     wrong_password = url.replace(quote(TEST_PASSWORD, safe=""), quote("wrong-" + TEST_PASSWORD, safe=""))
     refused = url.replace(f":{url.split('@')[1].split(':')[1].split('/')[0]}/", f":{free_port()}/")
     results: list[tuple[str, CliResult]] = []
-    with ArgvWatcher(secrets + forms("wrong-" + TEST_PASSWORD) + ["x" + SIGNING_KEY]) as watcher:
+    with ArgvWatcher(secrets + forms("wrong-" + TEST_PASSWORD) + ["x" + SIGNING_KEY, WRONG_IDENTITY]) as watcher:
 
         def run(label: str, *args: str, **extra: str) -> CliResult:
             result = run_cli(*args, env={**env, **extra})
@@ -123,9 +129,8 @@ def test_no_secret_leaks_anywhere(
         assert run("prune", "prune", "--dry-run").code == 0
         # Failures: each must say what went wrong without the secret in it.
         assert run("wrong password", "backup", "postgres", DATABASE_URL=wrong_password).code == 3
-        assert (
-            run("wrong passphrase", "recovery", "test", name, BACKUP_ENCRYPTION_PASSPHRASE="x" + PASSPHRASE).code == 2
-        )
+        assert run("wrong identity", "recovery", "test", name, BACKUP_ENCRYPTION_IDENTITY=WRONG_IDENTITY).code == 2
+        assert run("passphrase", "backup", "postgres", BACKUP_ENCRYPTION_PASSPHRASE=PASSPHRASE).code == 2
         assert run("wrong s3 secret", "backup", "postgres", AWS_SECRET_ACCESS_KEY="x" + seaweedfs.secret_key).code == 5
         assert run("no confirmation", "recovery", "restore", name).code == 9
         assert run("refused", "backup", "postgres", DATABASE_URL=refused).code == 3
@@ -141,7 +146,11 @@ def test_no_secret_leaks_anywhere(
                 "upload": "s3",
                 "signing-key": SIGNING_KEY,
             },
-            env={"BACKUP_ENCRYPTION_PASSPHRASE": PASSPHRASE, **s3_env(seaweedfs, s3_bucket)},
+            env={
+                "BACKUP_ENCRYPTION_RECIPIENTS": RECIPIENT,
+                "BACKUP_ENCRYPTION_IDENTITY": IDENTITY,
+                **s3_env(seaweedfs, s3_bucket),
+            },
         )
         failed_action = run_action({"command": "backup", "databases": "postgres", "database-url": wrong_password})
     assert action.code == 0, action.log
@@ -149,7 +158,7 @@ def test_no_secret_leaks_anywhere(
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM app.users").fetchone() == (1200,)
 
-    watched = secrets + forms("wrong-" + TEST_PASSWORD) + ["x" + PASSPHRASE, "x" + seaweedfs.secret_key]
+    watched = secrets + forms("wrong-" + TEST_PASSWORD) + [WRONG_IDENTITY, "x" + seaweedfs.secret_key]
     watched += ["x" + SIGNING_KEY]
     for label, result in results:
         assert_clean(result.output, watched, f"the output of `{label}`")

@@ -20,6 +20,7 @@ from chrono_ci.archive.names import ArchiveName
 from chrono_ci.archive.record import META_SHA256, ArchiveRecord, Fields, has_our_metadata, lowered
 from chrono_ci.config.options import Compression, s3_url_for_reading
 from chrono_ci.errors import ConfigError, ObjectNotFound, VerificationFailed
+from chrono_ci.extras import require
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.timestamps import iso_z
 
@@ -102,6 +103,7 @@ def located_archive(
     if not file.startswith("s3://") and origin != "s3":
         yield resolve_archive(file, backup_dir)
         return
+    require("s3")
     from chrono_ci.storage.s3.store import S3Storage
 
     if file.startswith("s3://"):

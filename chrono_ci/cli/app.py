@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from chrono_ci import __version__
 from chrono_ci.cli import backup, demo, prune, recovery, status
 from chrono_ci.cli.command import State
 from chrono_ci.errors import ExitCode, Interrupted
@@ -34,7 +33,9 @@ app.add_typer(recovery.recovery_app, name="recovery")
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"chrono-ci {__version__}")
+        from chrono_ci.cli.version import version_text
+
+        typer.echo(version_text())
         raise typer.Exit()
 
 
@@ -46,7 +47,14 @@ def main_options(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback for unexpected errors.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version, the pg_dump versions it can use and where each comes from, and the installed "
+            "extras; then exit.",
+        ),
     ] = False,
 ) -> None:
     State.json_mode = json_output

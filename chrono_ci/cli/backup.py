@@ -50,9 +50,7 @@ def _settings_report(settings: Settings, reporter: Reporter) -> None:
     reporter.info(f"rotation: newest {settings.max_backups} per database")
     reporter.info(f"verification: {settings.verify}")
     if settings.encryption.enabled:
-        count = len(settings.encryption.recipients)
-        to = f"{count} recipient(s)" if count else "a passphrase"
-        reporter.info(f"encryption: age, to {to}")
+        reporter.info(f"encryption: age, to {len(settings.encryption.recipients)} recipient(s)")
 
 
 def _backup_kinds(kinds: list[str], cli: dict[str, str | None], json_output: bool) -> None:

@@ -405,19 +405,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "encryption_recipients",
         "BACKUP_ENCRYPTION_RECIPIENTS",
-        "age public keys (age1...), separated by commas: encrypt every archive to them",
+        "age (age1...) and SSH (ssh-ed25519, ssh-rsa) public keys separated by commas, or a file of them: "
+        "encrypt every archive to them",
     ),
     Setting(
         "encryption_passphrase",
         "BACKUP_ENCRYPTION_PASSPHRASE",
-        "Encrypt (and decrypt) with this passphrase (age scrypt) instead of keys",
+        "No longer supported (chrono-ci encrypts to public keys only): set, it stops the run; see 'Moving from a "
+        "passphrase'",
         "secret",
         secret=True,
     ),
     Setting(
         "encryption_identity",
         "BACKUP_ENCRYPTION_IDENTITY",
-        "The AGE-SECRET-KEY-1... key, or the path of a file holding it, to decrypt",
+        "An age identity (AGE-SECRET-KEY-1...) or SSH private key, or the path of a file holding one, to decrypt",
         "secret",
         secret=True,
     ),

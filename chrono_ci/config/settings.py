@@ -204,41 +204,47 @@ def resolve_settings(cli: Mapping[str, str | None] | None = None, environ: Mappi
 
 @dataclass(frozen=True)
 class Encryption:
-    """age encryption in force: recipients or a passphrase to encrypt; identities or a passphrase to decrypt."""
+    """age encryption in force: recipients (public keys) to encrypt, identities (secret keys) to decrypt.
+
+    The keys are pyrage objects (chrono_ci.crypto.keys); pyrage itself is loaded only when one is set."""
 
     recipients: tuple[Any, ...] = ()
-    passphrase: str | None = field(default=None, repr=False)
     identities: tuple[Any, ...] = field(default=(), repr=False)
     identity_text: str | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.recipients) or self.passphrase is not None
+        return bool(self.recipients)
 
     @property
     def can_decrypt(self) -> bool:
-        return bool(self.identities) or self.passphrase is not None
+        return bool(self.identities)
 
     @property
     def method(self) -> str | None:
-        return "age-scrypt" if self.passphrase is not None else "age-x25519" if self.recipients else None
+        """What the record says: age-x25519, age-ssh, or age-ssh+x25519 for a mix."""
+        if not self.recipients:
+            return None
+        from chrono_ci.crypto.keys import recipient_kind
+
+        return "age-" + "+".join(sorted({recipient_kind(recipient) for recipient in self.recipients}))
 
     def encryptor(self) -> Any:
-        from chrono_ci.crypto.age import Encryptor
+        from chrono_ci.crypto.streams import EncryptingStage
 
-        return Encryptor(recipients=self.recipients, passphrase=self.passphrase)
+        return EncryptingStage(self.recipients)
 
     def decryptor(self) -> Any:
-        """A fresh age Decryptor; a missing key is a clear error before anything is read."""
-        from chrono_ci.crypto.age import Decryptor
+        """What decrypts one archive as it is read; a missing key is a clear error before anything is read."""
+        from chrono_ci.crypto.streams import Decryption
 
         if not self.can_decrypt:
             raise ConfigError(
                 "The archive is encrypted (.age) and no key to decrypt it was given.",
-                hint="Set BACKUP_ENCRYPTION_IDENTITY (the AGE-SECRET-KEY-1... key or a file holding it) or "
-                "BACKUP_ENCRYPTION_PASSPHRASE. Nothing was touched.",
+                hint="Set BACKUP_ENCRYPTION_IDENTITY (the AGE-SECRET-KEY-1... key, an SSH private key, or a file "
+                "holding one). Nothing was touched.",
             )
-        return Decryptor(identities=self.identities, passphrase=self.passphrase)
+        return Decryption(self.identities)
 
     def decrypt_for(self, encrypted: bool) -> Callable[[], Any] | None:
         """What readers of an archive take: None for a plain archive, else a maker of fresh Decryptors.
@@ -251,14 +257,24 @@ class Encryption:
         return self.decryptor
 
     def secrets(self) -> list[str]:
-        found = [self.passphrase] if self.passphrase else []
-        if self.identity_text:
-            found += [line.strip() for line in self.identity_text.splitlines() if line.strip().startswith("AGE-")]
-        return found
+        if not self.identity_text:
+            return []
+        from chrono_ci.crypto.keys import identity_secrets
+
+        return identity_secrets(self.identity_text)
 
 
 def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryption:
-    for name in ("encryption_recipients", "encryption_passphrase", "encryption_identity"):
+    passphrase_variable = OPTIONS["encryption_passphrase"].env
+    if cli.get("encryption_passphrase") is not None or passphrase_variable in env:
+        # Set, even empty: someone expects encryption that this version cannot give; never back up in the clear.
+        raise ConfigError(
+            f"{passphrase_variable} is no longer supported: chrono-ci encrypts to public keys only.",
+            hint="Make a key pair with `age-keygen -o key.txt`; set BACKUP_ENCRYPTION_RECIPIENTS to its age1... "
+            "public key and keep the file's AGE-SECRET-KEY-1... line as the CI secret BACKUP_ENCRYPTION_IDENTITY. "
+            "Archives made with the passphrase open with `age -d`: see the README, 'Moving from a passphrase'.",
+        )
+    for name in ("encryption_recipients", "encryption_identity"):
         variable = OPTIONS[name].env
         # A CI secret that does not exist expands to "": that is a request for encryption that cannot be
         # honoured, never a reason to write the backup in the clear.
@@ -269,39 +285,22 @@ def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryp
                 "remove the variable to back up without encryption.",
             )
     recipients_text, _ = _pick("encryption_recipients", cli, env)
-    passphrase, passphrase_label = _pick("encryption_passphrase", cli, env)
     identity_text, identity_label = _pick("encryption_identity", cli, env)
-    for value, label in ((passphrase, passphrase_label), (identity_text, identity_label)):
-        if value is not None and label.startswith("--"):
-            raise ConfigError(
-                f"{label} is a secret; secrets are not accepted on the command line.",
-                hint=f"Set {OPTIONS['encryption_passphrase' if 'pass' in label else 'encryption_identity'].env} "
-                "in the environment instead.",
-            )
-    if recipients_text is not None and passphrase is not None:
+    if identity_text is not None and identity_label.startswith("--"):
         raise ConfigError(
-            "BACKUP_ENCRYPTION_RECIPIENTS and BACKUP_ENCRYPTION_PASSPHRASE are both set.",
-            hint="age encrypts either to recipients (public keys) or with a passphrase: set only one.",
+            f"{identity_label} is a secret; secrets are not accepted on the command line.",
+            hint=f"Set {OPTIONS['encryption_identity'].env} in the environment instead.",
         )
-    if recipients_text is None and passphrase is None and identity_text is None:
-        # No encryption asked for: the cryptography library (several MB of memory) is not even loaded.
+    if recipients_text is None and identity_text is None:
+        # No encryption asked for: pyrage (the `age` extra) is not even loaded.
         return Encryption()
-    from chrono_ci.crypto import age
+    from chrono_ci.crypto import keys
 
-    recipients = tuple(age.parse_recipients(recipients_text)) if recipients_text is not None else ()
-    if identity_text is not None and not identity_text.strip().startswith("AGE-SECRET-KEY-"):
-        # Not a key: the path of a file that holds one (as `age -i FILE` takes).
-        path = Path(identity_text.strip()).expanduser()
-        try:
-            identity_text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(
-                "BACKUP_ENCRYPTION_IDENTITY is neither an AGE-SECRET-KEY-1... key nor a readable file "
-                f"({exc.strerror}).",
-                hint="Give the secret key itself (from a CI secret) or the path of a file that holds it.",
-            ) from None
-    identities = tuple(age.parse_identities(identity_text)) if identity_text is not None else ()
-    return Encryption(recipients, passphrase, identities, identity_text)
+    recipients = tuple(keys.load_recipients(recipients_text)) if recipients_text is not None else ()
+    if identity_text is None:
+        return Encryption(recipients)
+    identities, key_text = keys.load_identities(identity_text)
+    return Encryption(recipients, tuple(identities), key_text)
 
 
 def _signing_key(cli: Mapping[str, str | None], env: Mapping[str, str]) -> SigningKey | None:

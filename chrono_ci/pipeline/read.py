@@ -9,7 +9,7 @@ import hashlib
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Protocol, runtime_checkable
 
 import zstandard
 
@@ -51,7 +51,23 @@ def read_archive(
     bytes of SQL (what its record says it holds): a decompression bomb stops there.
     """
     stored = _HashingReader(source)
-    plain: Readable = stored if decryptor is None else _DecryptingReader(stored, decryptor)
+    plain = stored if decryptor is None else decryptor.open(stored)
+    try:
+        return _read_plain(stored, plain, compression, on_raw, count_rows, profile, max_raw)
+    finally:
+        if isinstance(plain, Closable):
+            plain.close()  # an archive given up on part-way: the decrypting thread stops
+
+
+def _read_plain(
+    stored: _HashingReader,
+    plain: Readable,
+    compression: Compression,
+    on_raw: Callable[[bytes], None] | None,
+    count_rows: bool,
+    profile: str,
+    max_raw: int | None,
+) -> ArchiveContents:
     raw = 0
     tail = b""
     reader = DumpReader(profile) if count_rows else None
@@ -79,10 +95,16 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class Decryptor(Protocol):
-    def update(self, data: bytes) -> bytes: ...
+@runtime_checkable
+class Closable(Protocol):
+    def close(self) -> None: ...
 
-    def finish(self) -> None: ...
+
+class Decryptor(Protocol):
+    """Decrypts one archive as it is read (chrono_ci.crypto.streams.Decryption): only authenticated plaintext
+    comes out, and a cut, extended or damaged file raises by the time the reader returns b''."""
+
+    def open(self, source: Readable) -> Readable: ...
 
 
 class _HashingReader:
@@ -98,27 +120,6 @@ class _HashingReader:
         self.count += len(data)
         self.hash.update(data)
         return data
-
-
-class _DecryptingReader:
-    """The age layer, undone as the decompressor pulls: only authenticated plaintext comes out."""
-
-    def __init__(self, source: Readable, decryptor: Decryptor) -> None:
-        self.source = source
-        self.decryptor = decryptor
-        self.done = False
-
-    def read(self, size: int = -1, /) -> bytes:
-        while not self.done:
-            chunk = self.source.read(CHUNK_SIZE)
-            if not chunk:
-                self.decryptor.finish()  # raises on a cut or extended stream
-                self.done = True
-                return b""
-            out = self.decryptor.update(chunk)
-            if out:
-                return out
-        return b""
 
 
 class _Tap:

@@ -60,6 +60,11 @@ class _Chain:
     def flush(self) -> bytes:
         return self.second.compress(self.first.flush()) + self.second.flush()
 
+    def close(self) -> None:
+        close = getattr(self.second, "close", None)
+        if close is not None:
+            close()
+
 
 def make_stages(compression: Compression, level: int, encryptor: Compressor | None = None) -> Compressor:
     """The stored form: compressed, then (optionally) encrypted with age before it touches disk or network."""
@@ -154,3 +159,6 @@ class ArchiveStream:
     def close(self) -> None:
         if not self._finished:
             self.dump.kill()
+        close = getattr(self.compressor, "close", None)
+        if close is not None:
+            close()  # the encryption thread, if any, stops

