@@ -308,8 +308,14 @@ def test_backup_lands_in_s3_and_as_an_artifact_in_one_run(
     s3_upload, artifact_upload = entry["uploads"]
     assert s3_upload["ok"] and artifact_upload["ok"] and artifact_upload["artifact_id"]
     name = entry["file"]
-    downloaded = make_artifact_storage(github_artifact_service, job).open(artifact_upload["name"]).read()
-    assert downloaded == (folder / name).read_bytes() == objects(seaweedfs, s3_bucket)[name]
+    # Without ARTIFACT_NAME, the artifact is named after the archive, and is the archive itself.
+    assert artifact_upload["name"] == name
+    artifact = github_artifact_service.artifact(job, name)
+    assert (artifact.version, artifact.mime_type) == (7, "application/zstd")
+    assert artifact.data == (folder / name).read_bytes() == objects(seaweedfs, s3_bucket)[name]
+    assert hashlib.sha256(artifact.data).hexdigest() == entry["sha256"]
+    downloaded = make_artifact_storage(github_artifact_service, job).open(name).read()
+    assert downloaded == artifact.data
     assert job.token not in result.output
 
 
@@ -317,7 +323,8 @@ def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
     run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
 ) -> None:
     """`backup all` (the Action's databases: all) with one database configured uploads under ARTIFACT_NAME as
-    given; with a second one configured, each database's artifact gets -KIND appended."""
+    given, with the archive's extension; with a second one configured, each database's artifact gets -KIND
+    appended before it."""
     env = {"DATABASE_URL": sample_url, "BACKUP_UPLOAD": "artifact", "ARTIFACT_NAME": "nightly"}
     job = github_artifact_service.new_run()
     alone = run_cli(
@@ -328,7 +335,7 @@ def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
     )
     assert alone.code == 0, alone.output
     (upload,) = json.loads(alone.stdout)["backups"][0]["uploads"]
-    assert upload["ok"] and upload["name"] == "nightly"
+    assert upload["ok"] and upload["name"] == "nightly.sql.zst"
     # A second database (unreachable here: its failure does not stop the first) makes two archives in one run.
     job = github_artifact_service.new_run()
     both = run_cli(
@@ -345,7 +352,7 @@ def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
     assert both.code != 0, both.output
     document = json.loads(both.stdout)
     (upload,) = document["backups"][0]["uploads"]
-    assert upload["ok"] and upload["name"] == "nightly-postgres"
+    assert upload["ok"] and upload["name"] == "nightly-postgres.sql.zst"
     assert [failure["kind"] for failure in document["failed"]] == ["supabase"]
 
 
@@ -368,6 +375,35 @@ def test_an_artifact_name_already_used_fails_clearly_and_keeps_the_local_archive
     assert "unique per workflow run" in second.output or "already" in second.output
     files = sorted(folder.glob("postgres_backup_*"))
     assert len(files) == 2 and len(entries(folder)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nightly:db", "Invalid artifact name 'nightly:db.sql.zst': it contains colon (:)"),
+        (
+            "x" * 248,
+            "The artifact name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is 256 bytes long, more than 255.",
+        ),
+    ],
+    ids=["forbidden-character", "too-long-with-the-extension"],
+)
+def test_an_artifact_name_the_service_refuses_stops_before_the_dump(
+    run_cli: Run,
+    sample_url: str,
+    github_artifact_service: FakeArtifactService,
+    tmp_path: Path,
+    name: str,
+    message: str,
+) -> None:
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), "BACKUP_UPLOAD": "artifact", "ARTIFACT_NAME": name}
+    result = run_cli("backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert result.code == 2, result.output
+    assert message in result.output and "hint:" in result.output
+    assert github_artifact_service.calls == [], "nothing was sent to the service"
+    assert not list(folder.glob("postgres_backup_*")), "nothing was dumped"
 
 
 def test_artifact_upload_outside_a_container_action(run_cli: Run, sample_url: str, tmp_path: Path) -> None:
