@@ -31,6 +31,7 @@ from chrono_ci.storage.artifacts.naming import FORBIDDEN_NAME_CHARACTERS, artifa
 from chrono_ci.storage.artifacts.store import ArtifactStorage
 from chrono_ci.storage.base import CHUNK_SIZE
 from tests.fixtures.github import SERVICE_PREFIX, FakeArtifactService, FakeJob, make_artifact_storage, make_token
+from tests.fixtures.official_client import OfficialClient
 
 MiB = 1 << 20
 
@@ -1004,3 +1005,86 @@ def test_fake_rejects_what_the_toolkit_would_never_send(
     assert _raw(f"{raw_url}&comp=blocklist", listed, zstd, "PUT")[0] == 201
 
     assert len(service.violations) >= 20
+
+
+# -- the official client (@actions/artifact 6.x, on Node) ------------------------------------------------------------
+
+
+def test_an_archive_the_official_client_uploads_as_itself_is_read_by_chrono_ci(
+    github_artifact_service: FakeArtifactService,
+    job: FakeJob,
+    make: Callable[..., ArtifactStorage],
+    official_artifact_client: OfficialClient,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "postgres_backup_2026-11-25_02-00-00.sql.zst"
+    data = payload(300_000, seed=11)
+    archive.write_bytes(data)
+    uploaded = official_artifact_client.run(
+        github_artifact_service, job, "upload", str(archive), str(tmp_path), workspace=tmp_path
+    )
+    assert uploaded["size"] == len(data)
+    assert uploaded["digest"] == hashlib.sha256(data).hexdigest()
+
+    (create,) = github_artifact_service.twirp_requests("CreateArtifact")
+    assert (create["name"], create["version"]) == (archive.name, 7), "skipArchive names it after the file"
+    # The toolkit's table has no .zst: it falls back to octet-stream, which chrono-ci reads as raw all the same.
+    assert create["mime_type"] == "application/octet-stream"
+
+    storage = make()
+    (listed,) = storage.list()
+    assert (listed.key, listed.size) == (archive.name, len(data))
+    assert listed.metadata["artifact_id"] == str(uploaded["id"])
+    assert storage.stat(archive.name).metadata["artifact_sha256"] == uploaded["digest"]
+    with storage.open(archive.name) as stream:
+        assert stream.read() == data
+
+
+def test_an_archive_chrono_ci_uploads_is_listed_and_downloaded_by_the_official_client(
+    github_artifact_service: FakeArtifactService,
+    job: FakeJob,
+    make: Callable[..., ArtifactStorage],
+    official_artifact_client: OfficialClient,
+    tmp_path: Path,
+) -> None:
+    name = "postgres_backup_2026-11-25_02-00-00.sql.zst"
+    data = payload(700_000, seed=12)
+    info = make(block_size=256 << 10).put(name, io.BytesIO(data))
+
+    (listed,) = official_artifact_client.run(github_artifact_service, job, "list", workspace=tmp_path)
+    assert (listed["id"], listed["name"], listed["size"]) == (int(info.metadata["artifact_id"]), name, len(data))
+    assert listed["digest"] == f"sha256:{info.metadata['sha256']}"
+
+    target = tmp_path / "downloaded"
+    result = official_artifact_client.run(
+        github_artifact_service, job, "download", str(listed["id"]), str(target), listed["digest"], workspace=tmp_path
+    )
+    assert result["digestMismatch"] is False
+    # Not unzipped, not wrapped: the archive itself, under the artifact's name.
+    assert [path.name for path in target.iterdir()] == [name]
+    assert (target / name).read_bytes() == data
+    assert hashlib.sha256((target / name).read_bytes()).hexdigest() == info.metadata["sha256"]
+
+
+def test_the_official_client_reports_a_digest_mismatch_on_a_damaged_artifact(
+    github_artifact_service: FakeArtifactService,
+    job: FakeJob,
+    make: Callable[..., ArtifactStorage],
+    official_artifact_client: OfficialClient,
+    tmp_path: Path,
+) -> None:
+    """The digest chrono-ci sends at finalize is what the official client checks the download against."""
+    info = make().put("damaged.sql.zst", io.BytesIO(payload(20_000)))
+    blob = github_artifact_service.artifact(job, "damaged.sql.zst").blob
+    assert blob.committed is not None
+    blob.committed = blob.committed[:-1] + bytes([blob.committed[-1] ^ 0xFF])
+    result = official_artifact_client.run(
+        github_artifact_service,
+        job,
+        "download",
+        info.metadata["artifact_id"],
+        str(tmp_path / "downloaded"),
+        f"sha256:{info.metadata['sha256']}",
+        workspace=tmp_path,
+    )
+    assert result["digestMismatch"] is True

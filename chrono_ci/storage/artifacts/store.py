@@ -13,10 +13,8 @@ which case every key maps to that one artifact. An upload holds one block in mem
 GitHub gives the token and the results URL only to JavaScript and Docker container actions, never to `run:`
 steps or composite actions, and GitHub Enterprise Server does not offer the v4 service at all.
 
-ArtifactStorage is the store: its settings, the protocol (put, open, list, stat, delete) and the artifacts it
-finds. Its Twirp calls are in chrono_ci.storage.artifacts.twirp, the blob transfers in .blob, HTTP in .transport,
-media types in .media_types, reading zips in .legacy_zip, names in .naming and the runner's environment in
-.runtime.
+ArtifactStorage is the store: its settings, the protocol and the artifacts it finds. The rest of the package:
+Twirp calls (.twirp), blobs (.blob), HTTP (.transport), media types, zips read (.legacy_zip), names, runtime.
 """
 
 from __future__ import annotations
