@@ -377,6 +377,30 @@ def test_an_artifact_name_already_used_fails_clearly_and_keeps_the_local_archive
     assert len(files) == 2 and len(entries(folder)) == 2
 
 
+def test_keep_local_false_streams_to_an_artifact_and_checks_it_read_back(
+    run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
+) -> None:
+    """With no local copy, the new archive is checked as the artifact holds it, found under its given name."""
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {
+        "DATABASE_URL": sample_url,
+        "BACKUP_DIR": str(folder),
+        "BACKUP_UPLOAD": "artifact",
+        "KEEP_LOCAL": "false",
+        "ARTIFACT_NAME": "nightly",
+    }
+    result = run_cli("--json", "backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert result.code == 0, result.output
+    entry = json.loads(result.stdout)["backups"][0]
+    (upload,) = entry["uploads"]
+    assert upload["ok"] and upload["name"] == "nightly.sql.zst"
+    assert not (folder / entry["file"]).exists()
+    data = github_artifact_service.artifact(job, "nightly.sql.zst").data
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["size_bytes"]
+    assert len(github_artifact_service.blob_calls("GetBlob")) == 1, "the check read the artifact back"
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
