@@ -30,7 +30,14 @@ from chrono_ci.storage.artifacts.media_types import is_zip, media_type_for
 from chrono_ci.storage.artifacts.naming import FORBIDDEN_NAME_CHARACTERS, artifact_name_for, validate_artifact_name
 from chrono_ci.storage.artifacts.store import ArtifactStorage
 from chrono_ci.storage.base import CHUNK_SIZE
-from tests.fixtures.github import SERVICE_PREFIX, FakeArtifactService, FakeJob, make_artifact_storage, make_token
+from tests.fixtures.github import (
+    SERVICE_PREFIX,
+    FakeArtifactService,
+    FakeJob,
+    make_artifact_storage,
+    make_token,
+    signed_download_url,
+)
 from tests.fixtures.official_client import OfficialClient
 
 MiB = 1 << 20
@@ -286,17 +293,6 @@ def test_archive_names_longer_than_a_file_name_are_refused(
 # -- what users download, and artifacts in the zip form ------------------------------------------------------------
 
 
-def _signed_download_url(service: FakeArtifactService, job: FakeJob, name: str) -> str:
-    """The signed URL the service hands out for `name`, as the download clients (and the browser) get it."""
-    headers = {"Authorization": f"Bearer {job.token}", "Content-Type": "application/json"}
-    ids = {"workflow_run_backend_id": job.run_backend_id, "workflow_job_run_backend_id": job.job_backend_id}
-    status, body = _raw(
-        f"{service.url}{SERVICE_PREFIX}GetSignedArtifactURL", json.dumps({**ids, "name": name}).encode(), headers
-    )
-    assert status == 200 and isinstance(body, dict), body
-    return str(body["signed_url"])
-
-
 def _download(url: str) -> tuple[Any, bytes]:
     """A plain GET, as a browser does it: the response's headers and body."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -315,7 +311,7 @@ def test_the_download_as_the_user_gets_it_is_the_archive_itself(
         info = make(block_size=64 << 10).put(archive.name, source)
 
     # What the browser, `gh run download` and actions/download-artifact@v5+ fetch: the signed URL, plain GET.
-    url = _signed_download_url(github_artifact_service, job, archive.name)
+    url = signed_download_url(github_artifact_service, job, archive.name)
     headers, body = _download(url)
     content_type, disposition = headers["Content-Type"], headers["Content-Disposition"]
     assert content_type == "application/zstd", "not a zip type: the clients save it as it is"
@@ -349,7 +345,7 @@ def test_zip_form_artifacts_of_earlier_versions_are_still_read(
     assert stat.metadata["artifact_sha256"] == hashlib.sha256(zip_bytes).hexdigest()
     assert [(o.key, o.size) for o in storage.list()] == [(name, len(zip_bytes))]
     # Its download is still a zip, which the clients unzip.
-    url = _signed_download_url(github_artifact_service, job, name)
+    url = signed_download_url(github_artifact_service, job, name)
     headers, body = _download(url)
     assert body == zip_bytes
     assert headers["Content-Type"] == "application/zip"

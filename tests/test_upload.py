@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 
 from chrono_ci.storage.s3.config import S3Config
 from chrono_ci.storage.s3.store import S3Storage
-from tests.fixtures.github import FakeArtifactService, make_artifact_storage
+from tests.fixtures.github import FakeArtifactService, make_artifact_storage, signed_download_url
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
@@ -375,6 +378,38 @@ def test_an_artifact_name_already_used_fails_clearly_and_keeps_the_local_archive
     assert "unique per workflow run" in second.output or "already" in second.output
     files = sorted(folder.glob("postgres_backup_*"))
     assert len(files) == 2 and len(entries(folder)) == 2
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
+def test_the_artifact_a_backup_uploads_downloads_as_the_archive_itself(
+    run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
+) -> None:
+    """What a person gets from the artifact's link (the signed URL's plain GET): the .sql.zst, under its name."""
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), "BACKUP_UPLOAD": "artifact"}
+    result = run_cli("--json", "backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert result.code == 0, result.output
+    entry = json.loads(result.stdout)["backups"][0]
+    (upload,) = entry["uploads"]
+
+    url = signed_download_url(github_artifact_service, job, upload["name"])
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=30) as response:
+        disposition = response.headers["Content-Disposition"]
+        content_type = response.headers["Content-Type"]
+        body = response.read()
+    file_name = urllib.parse.unquote(disposition.split("filename*=UTF-8''")[1])
+    assert file_name == entry["file"] and file_name.endswith(".sql.zst")
+    assert content_type == "application/zstd"
+    downloaded = tmp_path / "download" / file_name
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(body)
+    assert body == (folder / entry["file"]).read_bytes()
+    assert hashlib.sha256(body).hexdigest() == entry["sha256"] and len(body) == entry["size_bytes"]
+    tested = subprocess.run(["zstd", "-t", str(downloaded)], capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stderr
+    sql = subprocess.run(["zstd", "-d", "-c", str(downloaded)], capture_output=True, check=True).stdout
+    assert b"PostgreSQL database dump complete" in sql
 
 
 def test_keep_local_false_streams_to_an_artifact_and_checks_it_read_back(
