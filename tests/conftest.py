@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.seaweedfs",
     "tests.fixtures.github",
+    "tests.fixtures.official_client",
     "tests.fixtures.supabase_sql",
 ]

@@ -684,7 +684,13 @@ def _fake_run(tables: int, name_length: int = 20) -> action_runs.Run:
         "tables": {f"s.t{i:06d}" + "x" * name_length: i for i in range(tables)},
         "uploads": [
             {"target": "s3", "uri": "s3://bucket/p/postgres_backup_2026-01-01_00-00-00.sql.zst", "ok": True},
-            {"target": "artifact", "artifact_id": 77, "artifact_url": "https://github.com/o/r/a/77", "ok": True},
+            {
+                "target": "artifact",
+                "name": "postgres_backup_2026-01-01_00-00-00.sql.zst",
+                "artifact_id": 77,
+                "artifact_url": "https://github.com/o/r/a/77",
+                "ok": True,
+            },
         ],
     }
     document = {"command": "backup", "ok": True, "backups": [entry], "removed": [], "rejected": [], "failed": []}
@@ -714,6 +720,7 @@ def test_outputs_from_uploads_and_a_slim_result_json(tmp_path: Path) -> None:
     run = _fake_run(40_000)
     outputs = action_outputs.build_outputs(_plan(tmp_path), [run], 0, run.raw)
     assert outputs["artifact-id"] == "77" and outputs["artifact-url"] == "https://github.com/o/r/a/77"
+    assert outputs["artifact-name"] == "postgres_backup_2026-01-01_00-00-00.sql.zst"
     assert outputs["s3-uris"] == "s3://bucket/p/postgres_backup_2026-01-01_00-00-00.sql.zst"
     assert len(outputs["result-json"].encode()) <= action_outputs.RESULT_JSON_LIMIT
     slim = json.loads(outputs["result-json"])

@@ -26,10 +26,19 @@ from typing import Any
 import pytest
 
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
-from chrono_ci.storage.artifacts.naming import FORBIDDEN_NAME_CHARACTERS, default_artifact_name, validate_artifact_name
+from chrono_ci.storage.artifacts.media_types import is_zip, media_type_for
+from chrono_ci.storage.artifacts.naming import FORBIDDEN_NAME_CHARACTERS, artifact_name_for, validate_artifact_name
 from chrono_ci.storage.artifacts.store import ArtifactStorage
 from chrono_ci.storage.base import CHUNK_SIZE
-from tests.fixtures.github import SERVICE_PREFIX, FakeArtifactService, FakeJob, make_artifact_storage, make_token
+from tests.fixtures.github import (
+    SERVICE_PREFIX,
+    FakeArtifactService,
+    FakeJob,
+    make_artifact_storage,
+    make_token,
+    signed_download_url,
+)
+from tests.fixtures.official_client import OfficialClient
 
 MiB = 1 << 20
 
@@ -86,11 +95,11 @@ def all_text(exc: BaseException) -> str:
     return "\n".join([str(exc), hint, repr(exc), "".join(traceback.format_exception(exc))])
 
 
-def unzip_member(data: bytes) -> tuple[zipfile.ZipInfo, bytes]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert archive.testzip() is None
-        (info,) = archive.infolist()
-        return info, archive.read(info)
+# An artifact as chrono-ci uploaded it before archives were uploaded as themselves: a zip holding one STORED
+# postgres_backup_2026-11-20_02-00-00.sql.zst, made by that version's writer and kept as it was.
+ZIP_FORM_ARTIFACT = Path(__file__).parent / "fixtures" / "data" / "zip-form-artifact.zip"
+ZIP_FORM_MEMBER = "postgres_backup_2026-11-20_02-00-00.sql.zst"
+ZIP_FORM_MEMBER_SHA256 = "1073ee7a518ab874d13eddc9e480e533d94fa019b80e66df0ed6d32e95b03112"
 
 
 @pytest.fixture
@@ -118,112 +127,130 @@ def test_upload_download_list_stat_delete(
 ) -> None:
     storage = make(block_size=256 << 10)
     data = payload(3 * MiB // 2)
+    name = "postgres_backup_2026-11-25_02-00-00.sql.zst"
 
-    info = storage.put("app-2024-05-01.dump.zst", io.BytesIO(data), {"database": "app"})
+    info = storage.put(name, io.BytesIO(data), {"database": "app"})
 
-    artifact = github_artifact_service.artifact(job, "app-2024-05-01.dump.zst")
-    zip_bytes = artifact.data
-    assert info.key == "app-2024-05-01.dump.zst"
+    # The artifact is the archive itself: no zip around it, its digest the archive's sha256.
+    artifact = github_artifact_service.artifact(job, name)
+    assert artifact.data == data
+    assert (artifact.version, artifact.mime_type, artifact.blob.content_type) == (
+        7,
+        "application/zstd",
+        "application/zstd",
+    )
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert info.key == name
     assert info.size == len(data)
-    assert info.metadata["zip_size"] == str(len(zip_bytes))
     assert info.metadata["database"] == "app"
-    assert info.metadata["sha256"] == hashlib.sha256(data).hexdigest()
-    assert info.metadata["zip_sha256"] == hashlib.sha256(zip_bytes).hexdigest()
+    assert info.metadata["sha256"] == info.metadata["artifact_sha256"] == sha256
     assert info.metadata["artifact_id"] == str(artifact.database_id)
     assert info.metadata["artifact_url"] == (
         f"{github_artifact_service.url}/octo-org/octo-repo/actions/runs/{job.run_id}/artifacts/{artifact.database_id}"
     )
 
-    # One STORED file named after the key, readable by the stdlib and by Info-ZIP.
-    member, content = unzip_member(zip_bytes)
-    assert member.filename == "app-2024-05-01.dump.zst"
-    assert member.compress_type == zipfile.ZIP_STORED
-    assert member.flag_bits & 0x08, "streamed entries carry a data descriptor"
-    assert member.external_attr >> 16 == 0o100600
-    assert content == data
-    assert artifact.blob.content_type == "application/zip"
-    if shutil.which("unzip"):
-        path = tmp_path / "artifact.zip"
-        path.write_bytes(zip_bytes)
-        checked = subprocess.run(["unzip", "-t", str(path)], capture_output=True, text=True, check=False)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-
-    with storage.open("app-2024-05-01.dump.zst") as stream:
+    with storage.open(name) as stream:
         assert stream.read(10) == data[:10]
         assert stream.read() == data[10:]
-    assert list((tmp_path / "spool").iterdir()) == [], "the spooled zip is gone once the stream is closed"
+    assert list((tmp_path / "spool").iterdir()) == [], "the spooled download is gone once the stream is closed"
 
-    stat = storage.stat("app-2024-05-01.dump.zst")
-    assert (stat.key, stat.size) == (info.key, len(data))
-    assert stat.metadata["zip_sha256"] == info.metadata["zip_sha256"]
-    assert stat.metadata["zip_size"] == str(len(zip_bytes))
+    stat = storage.stat(name)
+    assert (stat.key, stat.size) == (name, len(data))
+    assert stat.metadata["artifact_sha256"] == sha256
     assert stat.metadata["artifact_id"] == info.metadata["artifact_id"]
     assert stat.modified.tzinfo is not None
-    assert [o.key for o in storage.list()] == ["app-2024-05-01.dump.zst"]
-    assert [o.key for o in storage.list("app-")] == ["app-2024-05-01.dump.zst"]
+    assert [o.key for o in storage.list()] == [name]
+    assert [o.key for o in storage.list("postgres_")] == [name]
     assert storage.list("other-") == []
 
-    storage.delete("app-2024-05-01.dump.zst")
+    storage.delete(name)
     assert storage.list() == []
     with pytest.raises(ObjectNotFound):
-        storage.stat("app-2024-05-01.dump.zst")
+        storage.stat(name)
     with pytest.raises(ObjectNotFound):
-        storage.open("app-2024-05-01.dump.zst")
+        storage.open(name)
     with pytest.raises(ObjectNotFound):
-        storage.delete("app-2024-05-01.dump.zst")
+        storage.delete(name)
 
 
 def test_requests_follow_the_toolkit_wire_format(
     github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage]
 ) -> None:
-    make(block_size=100_000).put("wire.dump", io.BytesIO(payload(450_000)))
-    zip_bytes = github_artifact_service.artifact(job, "wire.dump").data
+    data = payload(450_000)
+    make(block_size=100_000).put("wire.sql.gz", io.BytesIO(data))
 
     (create,) = github_artifact_service.twirp_requests("CreateArtifact")
     assert create == {
         "workflow_run_backend_id": job.run_backend_id,
         "workflow_job_run_backend_id": job.job_backend_id,
-        "name": "wire.dump",
-        "version": 4,
-    }, "snake_case names, no default values, no expires_at without a retention"
+        "name": "wire.sql.gz",
+        "version": 7,
+        "mime_type": "application/gzip",
+    }, "snake_case names, version 7 with the media type, no default values, no expires_at without a retention"
     (finalize,) = github_artifact_service.twirp_requests("FinalizeArtifact")
     assert finalize == {
         "workflow_run_backend_id": job.run_backend_id,
         "workflow_job_run_backend_id": job.job_backend_id,
-        "name": "wire.dump",
-        "size": str(len(zip_bytes)),
-        "hash": f"sha256:{hashlib.sha256(zip_bytes).hexdigest()}",
+        "name": "wire.sql.gz",
+        "size": str(len(data)),
+        "hash": f"sha256:{hashlib.sha256(data).hexdigest()}",
     }
 
     blocks = github_artifact_service.blob_calls("PutBlock")
-    assert len(blocks) == -(-len(zip_bytes) // 100_000)
+    assert len(blocks) == -(-len(data) // 100_000)
     assert all(call.size <= 100_000 for call in blocks)
     ids = [call.query["blockid"] for call in blocks]
     assert len(set(ids)) == len(ids)
     assert len({len(block_id) for block_id in ids}) == 1
-    for call in [*blocks, *github_artifact_service.blob_calls("PutBlockList")]:
+    (commit,) = github_artifact_service.blob_calls("PutBlockList")
+    assert commit.headers["x-ms-blob-content-type"] == "application/gzip"
+    for call in [*blocks, commit]:
         assert call.headers.get("x-ms-version")
         assert "authorization" not in call.headers
 
 
-def test_name_overrides_the_artifact_name_but_not_the_file_inside(
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("postgres_backup_2026-11-25_02-00-00.sql.zst", "application/zstd"),
+        ("postgres_backup_2026-11-25_02-00-00.sql.gz", "application/gzip"),
+        ("postgres_backup_2026-11-25_02-00-00.sql.zst.age", "application/octet-stream"),
+        ("postgres_backup_2026-11-25_02-00-00.sql", "application/octet-stream"),
+        ("NIGHTLY.SQL.ZST", "application/zstd"),
+        (".zst", "application/octet-stream"),
+    ],
+)
+def test_each_archive_is_uploaded_with_its_media_type(
+    github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage], name: str,
+    media_type: str,
+) -> None:  # fmt: skip
+    assert media_type_for(name) == media_type
+    make().put(name, io.BytesIO(b"archive bytes"))
+    artifact = github_artifact_service.artifact(job, name)
+    assert (artifact.mime_type, artifact.blob.content_type) == (media_type, media_type)
+    assert not is_zip(media_type, f"/blobs/{name}"), "the download clients would unzip it"
+
+
+def test_a_bound_name_holds_one_archive_whatever_the_key(
     github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage]
 ) -> None:
-    storage = make(name="nightly-backup")
-    assert storage.url == "artifact://nightly-backup"
-    info = storage.put("app.dump.zst", io.BytesIO(b"archive"))
-    assert info.key == "nightly-backup"
-    member, content = unzip_member(github_artifact_service.artifact(job, "nightly-backup").data)
-    assert (member.filename, content) == ("app.dump.zst", b"archive")
-    with storage.open("nightly-backup") as stream:
-        assert stream.read() == b"archive"
+    storage = make(name="nightly-backup.sql.zst")
+    assert storage.url == "artifact://nightly-backup.sql.zst"
+    info = storage.put("postgres_backup_2026-11-25_02-00-00.sql.zst", io.BytesIO(b"archive"))
+    assert info.key == "nightly-backup.sql.zst"
+    assert github_artifact_service.artifact(job, "nightly-backup.sql.zst").data == b"archive"
+    # The backup reads its archive back by the archive's own name; both names reach the one artifact.
+    for key in ("nightly-backup.sql.zst", "postgres_backup_2026-11-25_02-00-00.sql.zst"):
+        with storage.open(key) as stream:
+            assert stream.read() == b"archive"
+        assert storage.stat(key).key == "nightly-backup.sql.zst"
 
     # One artifact per run: a second archive must not replace the first (`backup all` with several databases).
     with pytest.raises(StorageError, match="already holds an archive") as excinfo:
-        storage.put("other.dump.zst", io.BytesIO(b"second database"))
+        storage.put("other.sql.zst", io.BytesIO(b"second database"))
     assert "artifact://" in excinfo.value.hint
     assert github_artifact_service.twirp_requests("DeleteArtifact") == []
-    with storage.open("nightly-backup") as stream:
+    with storage.open("nightly-backup.sql.zst") as stream:
         assert stream.read() == b"archive"
 
 
@@ -232,8 +259,8 @@ def test_name_overrides_the_artifact_name_but_not_the_file_inside(
     [
         (None, "a"),
         (None, "x" * 255),
-        (None, "sauvegarde-été.dump"),
-        ("n", "a-much-longer-archive-name.dump.zst"),
+        (None, "sauvegarde-été.sql.zst"),
+        ("n", "a-much-longer-archive-name.sql.zst"),
         ("a-much-longer-artifact-name", "k"),
     ],
     ids=["one-char", "255-bytes", "non-ascii", "short-artifact-name", "long-artifact-name"],
@@ -242,7 +269,6 @@ def test_list_and_stat_give_the_archive_size_whatever_the_names(
     github_artifact_service: FakeArtifactService,
     job: FakeJob,
     make: Callable[..., ArtifactStorage],
-    tmp_path: Path,
     name: str | None,
     key: str,
 ) -> None:
@@ -253,19 +279,103 @@ def test_list_and_stat_give_the_archive_size_whatever_the_names(
     assert info.key == artifact_name
     assert storage.stat(artifact_name).size == len(data)
     assert [(o.key, o.size) for o in storage.list()] == [(artifact_name, len(data))]
-    zip_bytes = github_artifact_service.artifact(job, artifact_name).data
-    member, content = unzip_member(zip_bytes)
-    assert (member.filename, member.file_size, content) == (key, len(data), data)
-    if shutil.which("unzip"):
-        path = tmp_path / "names.zip"
-        path.write_bytes(zip_bytes)
-        checked = subprocess.run(["unzip", "-t", str(path)], capture_output=True, text=True, check=False)
-        assert checked.returncode == 0 and "No errors" in checked.stdout, checked.stdout + checked.stderr
+    assert github_artifact_service.artifact(job, artifact_name).data == data
 
 
-def test_archive_names_longer_than_a_file_name_are_refused(artifact_storage: ArtifactStorage) -> None:
+def test_archive_names_longer_than_a_file_name_are_refused(
+    github_artifact_service: FakeArtifactService, artifact_storage: ArtifactStorage
+) -> None:
     with pytest.raises(ConfigError, match="255 bytes"):
         artifact_storage.put("x" * 256, io.BytesIO(b"x"))
+    assert github_artifact_service.calls == [], "refused before anything was sent"
+
+
+# -- what users download, and artifacts in the zip form ------------------------------------------------------------
+
+
+def _download(url: str) -> tuple[Any, bytes]:
+    """A plain GET, as a browser does it: the response's headers and body."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=30) as response:
+        return response.headers, response.read()
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
+def test_the_download_as_the_user_gets_it_is_the_archive_itself(
+    github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage], tmp_path: Path
+) -> None:
+    archive = tmp_path / "postgres_backup_2026-11-25_02-00-00.sql.zst"
+    sql = b"--\n-- PostgreSQL database dump\n--\n" + b"COPY t (x) FROM stdin;\n" + b"1\n" * 50_000 + b"\\.\n"
+    archive.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=sql, capture_output=True, check=True).stdout)
+    with archive.open("rb") as source:
+        info = make(block_size=64 << 10).put(archive.name, source)
+
+    # What the browser, `gh run download` and actions/download-artifact@v5+ fetch: the signed URL, plain GET.
+    url = signed_download_url(github_artifact_service, job, archive.name)
+    headers, body = _download(url)
+    content_type, disposition = headers["Content-Type"], headers["Content-Disposition"]
+    assert content_type == "application/zstd", "not a zip type: the clients save it as it is"
+    assert f"filename*=UTF-8''{archive.name}" in disposition
+    saved = tmp_path / "download" / archive.name
+    saved.parent.mkdir()
+    saved.write_bytes(body)
+    assert body == archive.read_bytes()
+    assert hashlib.sha256(body).hexdigest() == info.metadata["sha256"]
+    tested = subprocess.run(["zstd", "-t", str(saved)], capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stderr
+    restored = subprocess.run(["zstd", "-d", "-c", str(saved)], capture_output=True, check=True).stdout
+    assert restored == sql
+
+
+def test_zip_form_artifacts_of_earlier_versions_are_still_read(
+    github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage], tmp_path: Path
+) -> None:
+    zip_bytes = ZIP_FORM_ARTIFACT.read_bytes()
+    name = "chrono-ci-postgres-app-1001-1-backup-0a1b2c3d"  # the default name those versions gave
+    github_artifact_service.seed_artifact(job, name, zip_bytes)
+    storage = make()
+
+    with storage.open(name) as stream:
+        content = stream.read()
+    assert hashlib.sha256(content).hexdigest() == ZIP_FORM_MEMBER_SHA256
+    assert list((tmp_path / "spool").iterdir()) == []
+    # The service knows the zip, not what is inside: list and stat describe the zip.
+    stat = storage.stat(name)
+    assert (stat.key, stat.size) == (name, len(zip_bytes))
+    assert stat.metadata["artifact_sha256"] == hashlib.sha256(zip_bytes).hexdigest()
+    assert [(o.key, o.size) for o in storage.list()] == [(name, len(zip_bytes))]
+    # Its download is still a zip, which the clients unzip.
+    url = signed_download_url(github_artifact_service, job, name)
+    headers, body = _download(url)
+    assert body == zip_bytes
+    assert headers["Content-Type"] == "application/zip"
+    assert f'filename="{name}.zip"' in headers["Content-Disposition"]
+
+
+@pytest.mark.parametrize("content_type", ["application/zip", "zip"], ids=["toolkit-6", "toolkit-2"])
+def test_zip_form_artifacts_of_the_official_clients_are_read(
+    github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage], content_type: str
+) -> None:
+    data = payload(50_000)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(ZIP_FORM_MEMBER, data)
+    github_artifact_service.seed_artifact(
+        job, "uploaded-by-upload-artifact", packed.getvalue(), content_type=content_type
+    )
+    with make().open("uploaded-by-upload-artifact") as stream:
+        assert stream.read() == data
+
+
+def test_a_raw_artifact_is_never_unzipped_whatever_its_bytes(
+    github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage]
+) -> None:
+    zip_bytes = ZIP_FORM_ARTIFACT.read_bytes()
+    storage = make()
+    storage.put("looks-like-a.zip.age", io.BytesIO(zip_bytes))
+    assert github_artifact_service.artifact(job, "looks-like-a.zip.age").blob.content_type == "application/octet-stream"
+    with storage.open("looks-like-a.zip.age") as stream:
+        assert stream.read() == zip_bytes, "the Content-Type decides, as for the official client, not the bytes"
 
 
 def test_url_names_no_secret(artifact_storage: ArtifactStorage) -> None:
@@ -365,7 +475,7 @@ def test_block_upload_is_retried_on_500(
     data = payload(600_000)
     github_artifact_service.fail_blocks(2, status=500)
     make(block_size=200_000).put("blocks.dump", io.BytesIO(data))
-    assert unzip_member(github_artifact_service.artifact(job, "blocks.dump").data)[1] == data
+    assert github_artifact_service.artifact(job, "blocks.dump").data == data
     statuses = [call.status for call in github_artifact_service.blob_calls("PutBlock")]
     assert statuses[:3] == [500, 500, 201]
 
@@ -390,17 +500,27 @@ def test_download_is_retried(github_artifact_service: FakeArtifactService, artif
     assert [c.status for c in github_artifact_service.blob_calls("GetBlob")] == [503, 503, 200]
 
 
-def test_damaged_artifact_reads_as_storage_error(
+def test_an_artifact_damaged_after_upload_fails_its_digest(
     github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage]
 ) -> None:
     storage = make()
-    storage.put("rot.dump", io.BytesIO(payload(10_000)))
-    blob = github_artifact_service.artifact(job, "rot.dump").blob
+    storage.put("rot.sql.zst", io.BytesIO(payload(10_000)))
+    blob = github_artifact_service.artifact(job, "rot.sql.zst").blob
     assert blob.committed is not None
     damaged = bytearray(blob.committed)
-    damaged[len(damaged) // 2] ^= 0xFF  # inside the file data: the CRC check catches it
+    damaged[len(damaged) // 2] ^= 0xFF
     blob.committed = bytes(damaged)
-    with storage.open("rot.dump") as stream, pytest.raises(StorageError, match="damaged"):
+    with pytest.raises(StorageError, match=r"Downloading the artifact 'rot.sql.zst' failed: the download's sha256"):
+        storage.open("rot.sql.zst")
+
+
+def test_a_damaged_zip_form_artifact_reads_as_storage_error(
+    github_artifact_service: FakeArtifactService, job: FakeJob, make: Callable[..., ArtifactStorage]
+) -> None:
+    damaged = bytearray(ZIP_FORM_ARTIFACT.read_bytes())
+    damaged[damaged.index(b"\x28\xb5\x2f\xfd") + 60] ^= 0xFF  # inside the zstd frame: the zip's CRC catches it
+    github_artifact_service.seed_artifact(job, "chrono-ci-postgres-app", bytes(damaged))
+    with make().open("chrono-ci-postgres-app") as stream, pytest.raises(StorageError, match="damaged"):
         stream.read()
 
 
@@ -502,20 +622,31 @@ def test_empty_name_is_refused() -> None:
         validate_artifact_name("")
 
 
-def test_default_artifact_name_is_unique_per_job_and_valid(
-    github_artifact_service: FakeArtifactService, job: FakeJob
+@pytest.mark.parametrize(
+    ("given", "extension", "kind", "expected"),
+    [
+        ("nightly", ".sql.zst", None, "nightly.sql.zst"),
+        ("nightly.sql.zst", ".sql.zst", None, "nightly.sql.zst"),
+        ("nightly", ".sql.zst", "postgres", "nightly-postgres.sql.zst"),
+        ("nightly.sql.zst", ".sql.zst", "supabase", "nightly-supabase.sql.zst"),
+        ("nightly.sql.gz", ".sql.zst", None, "nightly.sql.gz.sql.zst"),
+        ("nightly.sql.zst", ".sql.zst.age", None, "nightly.sql.zst.sql.zst.age"),
+        ("db", ".sql", "postgres", "db-postgres.sql"),
+    ],
+)
+def test_a_given_artifact_name_ends_with_the_archives_extension(
+    given: str, extension: str, kind: str | None, expected: str
 ) -> None:
-    other_leg = github_artifact_service.new_job(job.run_backend_id, run_id=job.run_id)
-    env_a = github_artifact_service.environ(job)
-    env_b = github_artifact_service.environ(other_leg)
-    name_a = default_artifact_name("backup", "app/db:main", env_a)
-    name_b = default_artifact_name("backup", "app/db:main", env_b)
-    validate_artifact_name(name_a)
-    assert name_a.startswith("chrono-ci-backup-app-db-main-")
-    assert f"-{job.run_id}-1-backup-" in name_a
-    assert name_a != name_b, "matrix legs share GITHUB_JOB but not the job backend id"
-    assert default_artifact_name("backup", "app", env_a) != default_artifact_name("backup", "other", env_a)
-    assert default_artifact_name("backup", "app", {}) == "chrono-ci-backup-app"
+    assert artifact_name_for(given, extension, kind) == expected
+    validate_artifact_name(expected)
+
+
+def test_artifact_names_longer_than_a_file_name_are_refused(job: FakeJob, make: Callable[..., ArtifactStorage]) -> None:
+    validate_artifact_name("é" * 127 + ".")  # 255 bytes
+    with pytest.raises(ConfigError, match="256 bytes long, more than 255") as excinfo:
+        make(name="é" * 128)
+    assert "file systems" in excinfo.value.hint
+    assert excinfo.value.exit_code == 2
 
 
 # -- configuration ---------------------------------------------------------------------------------------------
@@ -729,12 +860,12 @@ def test_64_mib_stream_is_uploaded_whole_in_bounded_pieces(
     info = make(block_size=8 * MiB).put("big.dump", source)  # type: ignore[arg-type]
 
     assert source.unbounded_reads == 0 and source.largest_read <= CHUNK_SIZE
-    member, content = unzip_member(github_artifact_service.artifact(job, "big.dump").data)
-    assert member.file_size == 64 * MiB
+    content = github_artifact_service.artifact(job, "big.dump").data
+    assert len(content) == 64 * MiB
     assert hashlib.sha256(content).hexdigest() == source.sha256.hexdigest() == info.metadata["sha256"]
     blocks = github_artifact_service.blob_calls("PutBlock")
     assert info.size == 64 * MiB
-    assert len(blocks) == -(-int(info.metadata["zip_size"]) // (8 * MiB))
+    assert len(blocks) == 8
     assert max(call.size for call in blocks) == 8 * MiB
 
 
@@ -777,7 +908,7 @@ def test_upload_memory_stays_bounded(github_artifact_service: FakeArtifactServic
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    content = unzip_member(github_artifact_service.artifact(job, "rss.dump").data)[1]
+    content = github_artifact_service.artifact(job, "rss.dump").data
     assert len(content) == 64 * MiB
     assert hashlib.sha256(content).hexdigest() == report["sha256"]
     # About 2.5 blocks in practice; holding the archive would take at least 64 MiB.
@@ -850,4 +981,106 @@ def test_fake_rejects_what_the_toolkit_would_never_send(
     assert twirp("FinalizeArtifact", {**ids, "name": "n", "size": "4", "hash": right}) == 200
     assert twirp("CreateArtifact", {**ids, "name": "n", "version": 4}) == 409
 
-    assert len(service.violations) >= 15
+    # Version 7 (6.x) always carries a media type, version 4 never; the commit sets the same type on the blob.
+    assert twirp("CreateArtifact", {**ids, "name": "r", "version": 7}) == 400
+    assert twirp("CreateArtifact", {**ids, "name": "r", "version": 7, "mime_type": "zstd"}) == 400
+    assert twirp("CreateArtifact", {**ids, "name": "r", "version": 4, "mime_type": "application/zstd"}) == 400
+    assert twirp("CreateArtifact", {**ids, "name": "r", "version": 5}) == 400
+    before = len(service.violations)
+    assert twirp("CreateArtifact", {**ids, "name": "r", "version": 7, "mime_type": "application/zstd"}) == 200
+    (raw,) = [a for a in service.artifacts if a.name == "r"]
+    raw_sig = urllib.parse.quote(raw.blob.write_sig, safe="")
+    raw_url = f"{service.url}/blobs/{raw.blob.blob_id}?sv=2023-11-03&se=2099-01-01T00:00:00Z&sr=b&sp=cw&sig={raw_sig}"
+    assert _raw(f"{raw_url}&comp=block&blockid={block_a}", b"data", put, "PUT")[0] == 201
+    zipped = {**put, "x-ms-blob-content-type": "application/zip"}
+    assert _raw(f"{raw_url}&comp=blocklist", listed, zipped, "PUT")[0] == 400
+    assert service.violations[before:] == [
+        "PutBlockList: x-ms-blob-content-type 'application/zip' is not CreateArtifact's mime_type 'application/zstd'"
+    ]
+    zstd = {**put, "x-ms-blob-content-type": "application/zstd"}
+    assert _raw(f"{raw_url}&comp=blocklist", listed, zstd, "PUT")[0] == 201
+
+    assert len(service.violations) >= 20
+
+
+# -- the official client (@actions/artifact 6.x, on Node) ------------------------------------------------------------
+
+
+def test_an_archive_the_official_client_uploads_as_itself_is_read_by_chrono_ci(
+    github_artifact_service: FakeArtifactService,
+    job: FakeJob,
+    make: Callable[..., ArtifactStorage],
+    official_artifact_client: OfficialClient,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "postgres_backup_2026-11-25_02-00-00.sql.zst"
+    data = payload(300_000, seed=11)
+    archive.write_bytes(data)
+    uploaded = official_artifact_client.run(
+        github_artifact_service, job, "upload", str(archive), str(tmp_path), workspace=tmp_path
+    )
+    assert uploaded["size"] == len(data)
+    assert uploaded["digest"] == hashlib.sha256(data).hexdigest()
+
+    (create,) = github_artifact_service.twirp_requests("CreateArtifact")
+    assert (create["name"], create["version"]) == (archive.name, 7), "skipArchive names it after the file"
+    # The toolkit's table has no .zst: it falls back to octet-stream, which chrono-ci reads as raw all the same.
+    assert create["mime_type"] == "application/octet-stream"
+
+    storage = make()
+    (listed,) = storage.list()
+    assert (listed.key, listed.size) == (archive.name, len(data))
+    assert listed.metadata["artifact_id"] == str(uploaded["id"])
+    assert storage.stat(archive.name).metadata["artifact_sha256"] == uploaded["digest"]
+    with storage.open(archive.name) as stream:
+        assert stream.read() == data
+
+
+def test_an_archive_chrono_ci_uploads_is_listed_and_downloaded_by_the_official_client(
+    github_artifact_service: FakeArtifactService,
+    job: FakeJob,
+    make: Callable[..., ArtifactStorage],
+    official_artifact_client: OfficialClient,
+    tmp_path: Path,
+) -> None:
+    name = "postgres_backup_2026-11-25_02-00-00.sql.zst"
+    data = payload(700_000, seed=12)
+    info = make(block_size=256 << 10).put(name, io.BytesIO(data))
+
+    (listed,) = official_artifact_client.run(github_artifact_service, job, "list", workspace=tmp_path)
+    assert (listed["id"], listed["name"], listed["size"]) == (int(info.metadata["artifact_id"]), name, len(data))
+    assert listed["digest"] == f"sha256:{info.metadata['sha256']}"
+
+    target = tmp_path / "downloaded"
+    result = official_artifact_client.run(
+        github_artifact_service, job, "download", str(listed["id"]), str(target), listed["digest"], workspace=tmp_path
+    )
+    assert result["digestMismatch"] is False
+    # Not unzipped, not wrapped: the archive itself, under the artifact's name.
+    assert [path.name for path in target.iterdir()] == [name]
+    assert (target / name).read_bytes() == data
+    assert hashlib.sha256((target / name).read_bytes()).hexdigest() == info.metadata["sha256"]
+
+
+def test_the_official_client_reports_a_digest_mismatch_on_a_damaged_artifact(
+    github_artifact_service: FakeArtifactService,
+    job: FakeJob,
+    make: Callable[..., ArtifactStorage],
+    official_artifact_client: OfficialClient,
+    tmp_path: Path,
+) -> None:
+    """The digest chrono-ci sends at finalize is what the official client checks the download against."""
+    info = make().put("damaged.sql.zst", io.BytesIO(payload(20_000)))
+    blob = github_artifact_service.artifact(job, "damaged.sql.zst").blob
+    assert blob.committed is not None
+    blob.committed = blob.committed[:-1] + bytes([blob.committed[-1] ^ 0xFF])
+    result = official_artifact_client.run(
+        github_artifact_service,
+        job,
+        "download",
+        info.metadata["artifact_id"],
+        str(tmp_path / "downloaded"),
+        f"sha256:{info.metadata['sha256']}",
+        workspace=tmp_path,
+    )
+    assert result["digestMismatch"] is True

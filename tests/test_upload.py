@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 
 from chrono_ci.storage.s3.config import S3Config
 from chrono_ci.storage.s3.store import S3Storage
-from tests.fixtures.github import FakeArtifactService, make_artifact_storage
+from tests.fixtures.github import FakeArtifactService, make_artifact_storage, signed_download_url
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
@@ -308,8 +311,14 @@ def test_backup_lands_in_s3_and_as_an_artifact_in_one_run(
     s3_upload, artifact_upload = entry["uploads"]
     assert s3_upload["ok"] and artifact_upload["ok"] and artifact_upload["artifact_id"]
     name = entry["file"]
-    downloaded = make_artifact_storage(github_artifact_service, job).open(artifact_upload["name"]).read()
-    assert downloaded == (folder / name).read_bytes() == objects(seaweedfs, s3_bucket)[name]
+    # Without ARTIFACT_NAME, the artifact is named after the archive, and is the archive itself.
+    assert artifact_upload["name"] == name
+    artifact = github_artifact_service.artifact(job, name)
+    assert (artifact.version, artifact.mime_type) == (7, "application/zstd")
+    assert artifact.data == (folder / name).read_bytes() == objects(seaweedfs, s3_bucket)[name]
+    assert hashlib.sha256(artifact.data).hexdigest() == entry["sha256"]
+    downloaded = make_artifact_storage(github_artifact_service, job).open(name).read()
+    assert downloaded == artifact.data
     assert job.token not in result.output
 
 
@@ -317,7 +326,8 @@ def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
     run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
 ) -> None:
     """`backup all` (the Action's databases: all) with one database configured uploads under ARTIFACT_NAME as
-    given; with a second one configured, each database's artifact gets -KIND appended."""
+    given, with the archive's extension; with a second one configured, each database's artifact gets -KIND
+    appended before it."""
     env = {"DATABASE_URL": sample_url, "BACKUP_UPLOAD": "artifact", "ARTIFACT_NAME": "nightly"}
     job = github_artifact_service.new_run()
     alone = run_cli(
@@ -328,7 +338,7 @@ def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
     )
     assert alone.code == 0, alone.output
     (upload,) = json.loads(alone.stdout)["backups"][0]["uploads"]
-    assert upload["ok"] and upload["name"] == "nightly"
+    assert upload["ok"] and upload["name"] == "nightly.sql.zst"
     # A second database (unreachable here: its failure does not stop the first) makes two archives in one run.
     job = github_artifact_service.new_run()
     both = run_cli(
@@ -345,7 +355,7 @@ def test_artifact_name_gets_a_suffix_only_when_several_databases_are_backed_up(
     assert both.code != 0, both.output
     document = json.loads(both.stdout)
     (upload,) = document["backups"][0]["uploads"]
-    assert upload["ok"] and upload["name"] == "nightly-postgres"
+    assert upload["ok"] and upload["name"] == "nightly-postgres.sql.zst"
     assert [failure["kind"] for failure in document["failed"]] == ["supabase"]
 
 
@@ -368,6 +378,91 @@ def test_an_artifact_name_already_used_fails_clearly_and_keeps_the_local_archive
     assert "unique per workflow run" in second.output or "already" in second.output
     files = sorted(folder.glob("postgres_backup_*"))
     assert len(files) == 2 and len(entries(folder)) == 2
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
+def test_the_artifact_a_backup_uploads_downloads_as_the_archive_itself(
+    run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
+) -> None:
+    """What a person gets from the artifact's link (the signed URL's plain GET): the .sql.zst, under its name."""
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), "BACKUP_UPLOAD": "artifact"}
+    result = run_cli("--json", "backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert result.code == 0, result.output
+    entry = json.loads(result.stdout)["backups"][0]
+    (upload,) = entry["uploads"]
+
+    url = signed_download_url(github_artifact_service, job, upload["name"])
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=30) as response:
+        disposition = response.headers["Content-Disposition"]
+        content_type = response.headers["Content-Type"]
+        body = response.read()
+    file_name = urllib.parse.unquote(disposition.split("filename*=UTF-8''")[1])
+    assert file_name == entry["file"] and file_name.endswith(".sql.zst")
+    assert content_type == "application/zstd"
+    downloaded = tmp_path / "download" / file_name
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(body)
+    assert body == (folder / entry["file"]).read_bytes()
+    assert hashlib.sha256(body).hexdigest() == entry["sha256"] and len(body) == entry["size_bytes"]
+    tested = subprocess.run(["zstd", "-t", str(downloaded)], capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stderr
+    sql = subprocess.run(["zstd", "-d", "-c", str(downloaded)], capture_output=True, check=True).stdout
+    assert b"PostgreSQL database dump complete" in sql
+
+
+def test_keep_local_false_streams_to_an_artifact_and_checks_it_read_back(
+    run_cli: Run, sample_url: str, github_artifact_service: FakeArtifactService, tmp_path: Path
+) -> None:
+    """With no local copy, the new archive is checked as the artifact holds it, found under its given name."""
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {
+        "DATABASE_URL": sample_url,
+        "BACKUP_DIR": str(folder),
+        "BACKUP_UPLOAD": "artifact",
+        "KEEP_LOCAL": "false",
+        "ARTIFACT_NAME": "nightly",
+    }
+    result = run_cli("--json", "backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert result.code == 0, result.output
+    entry = json.loads(result.stdout)["backups"][0]
+    (upload,) = entry["uploads"]
+    assert upload["ok"] and upload["name"] == "nightly.sql.zst"
+    assert not (folder / entry["file"]).exists()
+    data = github_artifact_service.artifact(job, "nightly.sql.zst").data
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["size_bytes"]
+    assert len(github_artifact_service.blob_calls("GetBlob")) == 1, "the check read the artifact back"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nightly:db", "Invalid artifact name 'nightly:db.sql.zst': it contains colon (:)"),
+        (
+            "x" * 248,
+            "The artifact name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is 256 bytes long, more than 255.",
+        ),
+    ],
+    ids=["forbidden-character", "too-long-with-the-extension"],
+)
+def test_an_artifact_name_the_service_refuses_stops_before_the_dump(
+    run_cli: Run,
+    sample_url: str,
+    github_artifact_service: FakeArtifactService,
+    tmp_path: Path,
+    name: str,
+    message: str,
+) -> None:
+    job = github_artifact_service.new_run()
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": sample_url, "BACKUP_DIR": str(folder), "BACKUP_UPLOAD": "artifact", "ARTIFACT_NAME": name}
+    result = run_cli("backup", "postgres", env={**env, **github_artifact_service.environ(job)})
+    assert result.code == 2, result.output
+    assert message in result.output and "hint:" in result.output
+    assert github_artifact_service.calls == [], "nothing was sent to the service"
+    assert not list(folder.glob("postgres_backup_*")), "nothing was dumped"
 
 
 def test_artifact_upload_outside_a_container_action(run_cli: Run, sample_url: str, tmp_path: Path) -> None:

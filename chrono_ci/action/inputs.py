@@ -52,7 +52,7 @@ _OWN_FIRST = (
     Input(
         "databases",
         "Which databases to back up: postgres (database-url) | supabase (supabase-db-url) | all (every one of the two "
-        "that is set). With several, each artifact name gets -KIND appended.",
+        "that is set). With several, each artifact-name gets -KIND before its extension.",
         grammar="choice",
         choices=DATABASES,
         default="all",

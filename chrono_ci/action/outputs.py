@@ -38,6 +38,7 @@ OUTPUTS: tuple[str, ...] = (
     "supabase-size",
     "supabase-sha256",
     "removed",
+    "artifact-name",
     "artifact-id",
     "artifact-url",
     "s3-uris",
@@ -154,6 +155,9 @@ def build_outputs(plan: Plan, runs: Sequence[Run], code: int, result: Any) -> di
             if all(verdicts)
             else "false",
             "removed": "\n".join(removed),
+            "artifact-name": "\n".join(
+                str(u["name"]) for u in uploads if u.get("target") == "artifact" and u.get("name")
+            ),
             "artifact-id": "\n".join(
                 str(u["artifact_id"]) for u in uploads if u.get("target") == "artifact" and u.get("artifact_id")
             ),

@@ -262,9 +262,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "artifact_name",
         "ARTIFACT_NAME",
-        "The workflow artifact's name for upload: artifact; with several databases in one run, each gets -KIND "
-        "appended",
-        default_text="unique per run, job and database",
+        "The workflow artifact's name for upload: artifact, and so the downloaded file's; the archive's extension "
+        "is appended unless it ends with it, and with several databases in one run each gets -KIND before it",
+        default_text="the archive's file name",
         flag="--artifact-name",
         input="artifact-name",
         input_help="Names are unique per run: set one per matrix job.",

@@ -37,6 +37,7 @@ from chrono_ci.secrets import add_mask
 from chrono_ci.source.target import DatabaseTarget, probe_server
 from chrono_ci.source.tools import choose_pg_tools
 from chrono_ci.storage import open_storage
+from chrono_ci.storage.artifacts.naming import artifact_name_for
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
 from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
@@ -72,8 +73,10 @@ def run_backup(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     environ: Mapping[str, str] | None = None,
     artifact_name: str | None = None,
+    artifact_kind: str | None = None,
 ) -> BackupResult:
-    """`artifact_name` overrides ARTIFACT_NAME (the CLI gives each kind its own name in `backup all`)."""
+    """`artifact_name` is ARTIFACT_NAME (without it, the artifact is named after the archive), `artifact_kind`
+    the kind appended to it when a run backs up several databases."""
     env = os.environ if environ is None else environ
     profile = profile_for(kind)
     target = target or profile.target(settings)
@@ -85,7 +88,10 @@ def run_backup(
     leftovers = remove_leftovers(folder)
     if leftovers:
         reporter.info(f"removed {len(leftovers)} file(s) an interrupted run left in {folder}: {', '.join(leftovers)}")
-    destinations = open_destinations(settings, kind, series, target, env, reporter, artifact_name)
+    encryption = settings.encryption
+    extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
+    artifact = artifact_name_for(artifact_name, extension, artifact_kind) if artifact_name else None
+    destinations = open_destinations(settings, env, reporter, artifact)
 
     reporter.info(f"connecting to {target.display()}")
     profile.check_url(target)
@@ -98,8 +104,6 @@ def run_backup(
     )
 
     created = clock()
-    encryption = settings.encryption
-    extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
     reservation = reserve_archive_name(folder, kind, series, created, extension)
     name = reservation.name
     record = ArchiveRecord(
@@ -252,15 +256,10 @@ def run_backup(
 
 
 def open_destinations(
-    settings: Settings,
-    kind: str,
-    series: str,
-    target: DatabaseTarget,
-    environ: Mapping[str, str],
-    reporter: Reporter,
-    artifact_name: str | None,
+    settings: Settings, environ: Mapping[str, str], reporter: Reporter, artifact_name: str | None
 ) -> list[Destination]:
-    """The stores this backup goes to, the first one primary; each is checked before the dump starts."""
+    """The stores this backup goes to, the first one primary; each is checked (an artifact name too) before the
+    dump starts. Without `artifact_name`, the artifact is named after the archive."""
     destinations: list[Destination] = []
     if settings.keep_local:
         destinations.append(Destination("local", LocalStorage(settings.backup_dir)))
@@ -274,13 +273,11 @@ def open_destinations(
             abort_abandoned_uploads(storage, reporter)
             destinations.append(Destination("s3", storage))
         elif upload == "artifact":
-            from chrono_ci.storage.artifacts.naming import default_artifact_name
             from chrono_ci.storage.artifacts.store import ArtifactStorage
 
-            name = artifact_name or default_artifact_name(
-                kind if series == "backup" else f"{kind}-{series}", target.dbname, environ
+            storage = ArtifactStorage.from_env(
+                artifact_name, environ, warn=reporter.warn, mask=_mask_for(environ, reporter)
             )
-            storage = ArtifactStorage.from_env(name, environ, warn=reporter.warn, mask=_mask_for(environ, reporter))
             destinations.append(Destination("artifact", storage))
     return destinations
 
@@ -357,7 +354,7 @@ def _upload_record(destination: Destination, name: str, sha256: str) -> dict[str
         return record
     record["ok"] = True
     if destination.target == "artifact":
-        record["name"] = destination.storage.url.removeprefix("artifact://")
+        record["name"] = info.key
         record["artifact_id"] = info.metadata.get("artifact_id")
         record["artifact_url"] = info.metadata.get("artifact_url")
     return record

@@ -33,11 +33,11 @@ def run_kinds(
         reporter.step(f"{kind} backup")
         # Artifact names are unique per workflow run: two archives in one run need two names. One database keeps
         # the name it was given.
-        artifact_name = settings.artifact_name
-        if artifact_name and len(going) > 1:
-            artifact_name = f"{artifact_name}-{kind}"
+        artifact_kind = kind if len(going) > 1 else None
         try:
-            results.append(run_backup(settings, kind, reporter, artifact_name=artifact_name))
+            results.append(
+                run_backup(settings, kind, reporter, artifact_name=settings.artifact_name, artifact_kind=artifact_kind)
+            )
         except ChronoError as error:
             if len(kinds) == 1:
                 raise

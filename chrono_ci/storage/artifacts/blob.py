@@ -1,6 +1,7 @@
-"""Blob storage, where an artifact's bytes go: Azure block-blob blocks sent to a signed URL as the zip is written
-(one block in memory at a time), committed by a block list, retried as the Azure SDK retries; and the download
-of an artifact's zip, spooled to an anonymous temp file and checked against the service's digest and size.
+"""Blob storage, where an artifact's bytes go: Azure block-blob blocks sent to a signed URL as the archive is
+read (one block in memory at a time), committed by a block list with the artifact's media type, retried as the
+Azure SDK retries; and the download of an artifact, spooled to an anonymous temp file and checked against the
+service's digest and size.
 
 BlobTransfer is a part of ArtifactStorage (chrono_ci.storage.artifacts.store), kept apart because it is read apart.
 """
@@ -47,11 +48,12 @@ class _BlobStatus(Exception):
 
 
 class BlockSink:
-    """Where the zip's bytes go: hashed, counted, cut into blocks, each sent by Put Block when full."""
+    """Where an artifact's bytes go: hashed, counted, cut into blocks, each sent by Put Block when full."""
 
-    def __init__(self, storage: BlobTransfer, upload_url: str) -> None:
+    def __init__(self, storage: BlobTransfer, upload_url: str, content_type: str) -> None:
         self._storage = storage
         self._url = upload_url
+        self._content_type = content_type
         self._separator = "&" if urllib.parse.urlsplit(upload_url).query else "?"
         self._buffer = bytearray()
         # Azure wants every block id of a blob to have the same length: a random prefix, then the index.
@@ -94,7 +96,8 @@ class BlockSink:
             {
                 "Content-Type": "application/xml",
                 "Content-Length": str(len(body)),
-                "x-ms-blob-content-type": "application/zip",
+                # What the download will be served as: the clients unzip only a zip type.
+                "x-ms-blob-content-type": self._content_type,
             },
         )
 
@@ -186,8 +189,9 @@ class BlobTransfer(HttpTransport):
                 hint="Give RUNNER_TEMP (or TMPDIR) room for one archive.",
             ) from exc
 
-    def _download(self, artifact: Artifact, signed_url: str) -> IO[bytes]:
-        """The artifact's zip, spooled to a temp file so that only one chunk is ever in memory."""
+    def _download(self, artifact: Artifact, signed_url: str) -> tuple[IO[bytes], str]:
+        """The artifact's bytes, spooled to a temp file so that only one chunk is ever in memory, and the
+        Content-Type they were served with."""
         spool = self._temp_file()
         try:
             error = ""
@@ -196,6 +200,7 @@ class BlobTransfer(HttpTransport):
                 spool.truncate()
                 digest = hashlib.sha256()
                 size = 0
+                content_type = ""
                 try:
                     with self._request("GET", signed_url, None, {"x-ms-version": AZURE_API_VERSION}) as (
                         status,
@@ -204,6 +209,7 @@ class BlobTransfer(HttpTransport):
                         stream,
                     ):
                         if 200 <= status < 300:
+                            content_type = headers.get("Content-Type") or ""
                             while chunk := stream.read(CHUNK_SIZE):
                                 digest.update(chunk)
                                 size += len(chunk)
@@ -226,7 +232,7 @@ class BlobTransfer(HttpTransport):
                     else:
                         spool.flush()
                         spool.seek(0)
-                        return spool
+                        return spool, content_type
                 if attempt + 1 < self._attempts:
                     delay = self._retry_delay(attempt)
                     self._log(f"Downloading the artifact {artifact.name!r} failed: {error}. Retrying in {delay:.1f} s.")

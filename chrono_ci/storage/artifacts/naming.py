@@ -1,14 +1,16 @@
-"""Artifact names: the service's rules (the toolkit's path-and-artifact-name-validation.ts), and a default name
-unique per workflow run, run attempt, job and database."""
+"""Artifact names: the service's rules (the toolkit's path-and-artifact-name-validation.ts), the length a file
+name can have, and the name an archive's artifact gets.
+
+An artifact holds one archive, uploaded as itself, and GitHub names the downloaded file after the artifact: the
+name therefore ends with the archive's extension (`.sql.zst`, `.sql.gz.age`...), so that the file decompresses
+as it is.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import re
 from collections.abc import Mapping
 
 from chrono_ci.errors import ConfigError
-from chrono_ci.storage.artifacts.runtime import backend_ids_from_token
 
 # The toolkit's rules (path-and-artifact-name-validation.ts); the service enforces the same.
 FORBIDDEN_PATH_CHARACTERS: Mapping[str, str] = {
@@ -27,11 +29,19 @@ FORBIDDEN_NAME_CHARACTERS: Mapping[str, str] = {
     "\\": "backslash (\\)",
     "/": "forward slash (/)",
 }
+# The downloaded file is named after the artifact: no longer than most file systems allow a file name.
+MAX_NAME_BYTES = 255
 
 
 def validate_artifact_name(name: str) -> None:
-    """Raise ConfigError unless `name` is a name the artifact service accepts."""
+    """Raise ConfigError unless `name` is a name the artifact service accepts and a file can have."""
     validate_name(name, "artifact name", "Set ARTIFACT_NAME to a name without them.")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(
+            f"The artifact name {name[:40]!r}... is {len(name.encode())} bytes long, more than {MAX_NAME_BYTES}.",
+            hint="GitHub names the downloaded file after the artifact, and file systems refuse names longer than "
+            f"{MAX_NAME_BYTES} bytes: set a shorter ARTIFACT_NAME.",
+        )
 
 
 def validate_name(name: str, what: str, fix: str) -> None:
@@ -45,24 +55,14 @@ def validate_name(name: str, what: str, fix: str) -> None:
         )
 
 
-def default_artifact_name(kind: str, database: str, environ: Mapping[str, str]) -> str:
-    """A name unique per workflow run, run attempt, job and database, valid under the service's rules.
+def artifact_name_for(given: str, extension: str, kind: str | None = None) -> str:
+    """The artifact name for a given ARTIFACT_NAME: `kind` appended (when one run backs up several databases,
+    whose artifacts cannot share a name), then the archive's extension unless the name already ends with it.
 
-    Names are unique per workflow *run*, and matrix legs share GITHUB_JOB, so the job's backend id (from the
-    runtime token) tells them apart when it is available.
+    `nightly` gives `nightly.sql.zst`, or `nightly-postgres.sql.zst` with a kind; `nightly.sql.zst` stays as it
+    is, or becomes `nightly-postgres.sql.zst`. Without a given name, an artifact is named after its archive.
     """
-    parts = ["chrono-ci", kind, database]
-    for var in ("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_JOB"):
-        if value := environ.get(var, "").strip():
-            parts.append(value)
-    token = environ.get("ACTIONS_RUNTIME_TOKEN", "")
-    if token:
-        with contextlib.suppress(ConfigError):
-            _, job_id = backend_ids_from_token(token)
-            parts.append(re.sub(r"[^0-9A-Za-z]", "", job_id)[:8])
-    return "-".join(cleaned for part in parts if (cleaned := _sanitize(part)))
-
-
-def _sanitize(text: str) -> str:
-    cleaned = "".join("-" if char in FORBIDDEN_NAME_CHARACTERS or char.isspace() else char for char in text)
-    return re.sub(r"-{2,}", "-", cleaned).strip("-.")
+    base = given.removesuffix(extension) if given.endswith(extension) and given != extension else given
+    if kind:
+        base = f"{base}-{kind}"
+    return base + extension

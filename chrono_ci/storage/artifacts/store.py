@@ -4,22 +4,22 @@ This is the service that `actions/upload-artifact@v4+` talks to: Twirp JSON call
 (CreateArtifact, FinalizeArtifact, ListArtifacts, GetSignedArtifactURL, DeleteArtifact), authenticated with
 the runner's ACTIONS_RUNTIME_TOKEN, and the bytes themselves sent as Azure block-blob blocks to a signed URL.
 
-Key model: an artifact is a zip holding one file. The artifact name is the key unless the storage was made
-with a `name`, in which case `put` creates that artifact and the file inside keeps the key. The zip is
-STORED (the archive is already compressed) and written on the fly, so an upload holds one block in memory.
+Key model: an artifact is one archive, uploaded as itself (CreateArtifact version 7 with the archive's media
+type, as `@actions/artifact` 6.x does with `skipArchive`), so that what a person downloads is the `.sql.zst` (or
+`.age`) file, checked by its digest. The artifact name is the key unless the storage was made with a `name`, in
+which case every key maps to that one artifact. An upload holds one block in memory. Artifacts in the zip form
+(made by earlier chrono-ci versions, or zipped by the official clients) are still read: the one file inside.
 
 GitHub gives the token and the results URL only to JavaScript and Docker container actions, never to `run:`
 steps or composite actions, and GitHub Enterprise Server does not offer the v4 service at all.
 
-ArtifactStorage is the store: its settings, the protocol (put, open, list, stat, delete) and the artifacts it
-finds. Its Twirp calls are in chrono_ci.storage.artifacts.twirp, the blob transfers in .blob, HTTP in .transport,
-the zip in .zip_stream, names in .naming and the runner's environment in .runtime.
+ArtifactStorage is the store: its settings, the protocol and the artifacts it finds. The rest of the package:
+Twirp calls (.twirp), blobs (.blob), HTTP (.transport), media types, zips read (.legacy_zip), names, runtime.
 """
 
 from __future__ import annotations
 
 import builtins
-import hashlib
 import tempfile
 import urllib.error
 import urllib.parse
@@ -30,7 +30,9 @@ from typing import Any, BinaryIO, cast
 
 from chrono_ci.errors import ConfigError, ObjectNotFound, StorageError
 from chrono_ci.storage.artifacts.blob import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, BlobTransfer, BlockSink
-from chrono_ci.storage.artifacts.naming import validate_artifact_name, validate_name
+from chrono_ci.storage.artifacts.legacy_zip import open_single_file
+from chrono_ci.storage.artifacts.media_types import is_zip, media_type_for
+from chrono_ci.storage.artifacts.naming import MAX_NAME_BYTES, validate_artifact_name, validate_name
 from chrono_ci.storage.artifacts.runtime import (
     MISSING_ENV_HINT,
     backend_ids_from_token,
@@ -49,19 +51,21 @@ from chrono_ci.storage.artifacts.twirp import (
     TwirpClient,
     field_of,
 )
-from chrono_ci.storage.artifacts.zip_stream import NAME_ROOM, StoredZipWriter, archive_size, open_single_file
 from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
 
 __all__ = ["ArtifactStorage"]
+
+# CreateArtifact's version for an artifact that may be a single file uploaded as itself (@actions/artifact 6.x).
+RAW_ARTIFACT_VERSION = 7
 
 
 class ArtifactStorage(TwirpClient, BlobTransfer):
     """The storage protocol on GitHub Actions artifacts (v4 service).
 
-    Keys are artifact names. Sizes are the archive's (the file inside the zip), in `put`, `list` and `stat`
-    alike; the zip's own size and sha256 are in the metadata (zip_size, zip_sha256), with artifact_id and
-    artifact_url. `put` adds sha256 of the archive; the service keeps no user metadata, so `list` and `stat`
-    only return its own facts.
+    Keys are artifact names (with a `name`, every key maps to that artifact). An artifact is the archive
+    itself, so its size and digest are the archive's: `put` gives sha256, `list` and `stat` the service's own
+    facts (size, artifact_sha256, artifact_id, artifact_url), since it keeps no user metadata. For an artifact in
+    the zip form, `list` and `stat` describe the zip and `open` reads the file inside.
 
     Names are unique per workflow run. `put` on a name this job already used replaces that artifact, as the
     other backends overwrite; a name another job of the run used is refused (the service's 409).
@@ -175,14 +179,14 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
     ) -> ObjectInfo:
         """An artifact keeps no metadata of ours (chrono-ci neither rotates nor restores from it): `seal` is
         not used."""
-        # The key names the artifact (by default) and the file inside, so the stricter name rules apply.
+        # The key names the artifact by default, and so the file a download gives.
         validate_name(key, "archive name", "Name archives without them.")
-        if len(key.encode()) > NAME_ROOM:
+        if len(key.encode()) > MAX_NAME_BYTES:
             raise ConfigError(
-                f"The archive name {key[:40]!r}... is longer than {NAME_ROOM} bytes.",
+                f"The archive name {key[:40]!r}... is longer than {MAX_NAME_BYTES} bytes.",
                 hint="Use a shorter archive name; file systems refuse longer ones too.",
             )
-        name = self._name or key
+        name = self._artifact_name(key)
         try:
             upload_url = self._create(name)
         except NameTaken as taken:
@@ -196,11 +200,17 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
             existing = next(iter(self._matching(name)), None)
             if existing is None or existing.job_backend_id != self._job_backend_id:
                 raise taken from None
-            return self._replace(existing, key, source, metadata)
-        return self._upload(name, key, upload_url, source, metadata)
+            return self._replace(existing, source, metadata)
+        return self._upload(name, upload_url, source, metadata)
 
     def _create(self, name: str) -> str:
-        request: dict[str, Any] = {**self._ids(), "name": name, "version": 4}
+        # Version 7 with a media type is an artifact downloaded as itself; version 4 (or a zip type) is a zip.
+        request: dict[str, Any] = {
+            **self._ids(),
+            "name": name,
+            "version": RAW_ARTIFACT_VERSION,
+            "mime_type": media_type_for(name),
+        }
         if (expires_at := self._expires_at()) is not None:
             request["expires_at"] = expires_at
         created = self._twirp("CreateArtifact", request, name=name)
@@ -212,9 +222,7 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
             )
         return cast(str, upload_url)
 
-    def _replace(
-        self, existing: Artifact, key: str, source: BinaryIO, metadata: Mapping[str, str] | None
-    ) -> ObjectInfo:
+    def _replace(self, existing: Artifact, source: BinaryIO, metadata: Mapping[str, str] | None) -> ObjectInfo:
         """Overwrite an artifact this job made: the service can only delete and create again.
 
         The source is spooled to disk first, so that a source failing half-way leaves the old artifact as it
@@ -229,20 +237,13 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
                 self._spool_write(spool, chunk, existing.name)
             spool.seek(0)
             self._delete_artifact(existing)
-            return self._upload(existing.name, key, self._create(existing.name), cast(BinaryIO, spool), metadata)
+            return self._upload(existing.name, self._create(existing.name), cast(BinaryIO, spool), metadata)
 
-    def _upload(
-        self, name: str, key: str, upload_url: str, source: BinaryIO, metadata: Mapping[str, str] | None
-    ) -> ObjectInfo:
-        archive_hash = hashlib.sha256()
-        sink = BlockSink(self, upload_url)
-        writer = StoredZipWriter(sink.write, key, datetime.now(UTC))
+    def _upload(self, name: str, upload_url: str, source: BinaryIO, metadata: Mapping[str, str] | None) -> ObjectInfo:
+        sink = BlockSink(self, upload_url, media_type_for(name))
         try:
-            writer.start()
             while chunk := source.read(CHUNK_SIZE):
-                archive_hash.update(chunk)
-                writer.write(chunk)
-            writer.finish()
+                sink.write(chunk)
             sink.commit()
         except BaseException:
             # Nothing is committed: FinalizeArtifact is never called, so no artifact exists (GitHub lists only
@@ -251,10 +252,11 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
             sink.abort()
             raise
 
-        zip_sha256 = sink.sha256.hexdigest()
+        sha256 = sink.sha256.hexdigest()
         finalized = self._twirp(
             "FinalizeArtifact",
-            {**self._ids(), "name": name, "size": str(sink.size), "hash": f"sha256:{zip_sha256}"},
+            # An int64 of 0 is a default value, which the toolkit leaves out like the others.
+            {**self._ids(), "name": name, "size": str(sink.size) if sink.size else None, "hash": f"sha256:{sha256}"},
             name=name,
         )
         artifact_id = field_of(finalized, "artifact_id")
@@ -265,20 +267,19 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
             )
         return ObjectInfo(
             key=name,
-            size=writer.size,
+            size=sink.size,
             modified=datetime.now(UTC),
             metadata={
                 **(metadata or {}),
-                "sha256": archive_hash.hexdigest(),
-                "zip_sha256": zip_sha256,
-                "zip_size": str(sink.size),
+                "sha256": sha256,
+                "artifact_sha256": sha256,
                 "artifact_id": str(artifact_id),
                 "artifact_url": self._artifact_url(str(artifact_id)),
             },
         )
 
     def open(self, key: str) -> BinaryIO:
-        artifact = self._find(key)
+        artifact = self._find(self._artifact_name(key))
         response = self._twirp(
             "GetSignedArtifactURL",
             {
@@ -295,7 +296,9 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
                 f"GitHub gave no usable download URL for the artifact {artifact.name!r}.",
                 hint="Run again; if it persists, check https://www.githubstatus.com.",
             )
-        spool = self._download(artifact, cast(str, signed_url))
+        spool, content_type = self._download(artifact, cast(str, signed_url))
+        if not is_zip(content_type, urllib.parse.urlsplit(cast(str, signed_url)).path):
+            return cast(BinaryIO, spool)
         try:
             return cast(BinaryIO, open_single_file(spool, artifact.name, key))
         except BaseException:
@@ -312,10 +315,10 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
         return [self._info(artifact) for artifact in newest.values()]
 
     def stat(self, key: str) -> ObjectInfo:
-        return self._info(self._find(key))
+        return self._info(self._find(self._artifact_name(key)))
 
     def delete(self, key: str) -> None:
-        self._delete_artifact(self._find(key))
+        self._delete_artifact(self._find(self._artifact_name(key)))
 
     def _delete_artifact(self, artifact: Artifact) -> None:
         # As the toolkit does: the artifact's own backend ids, since another job of the run may have made it.
@@ -336,6 +339,9 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
             )
 
     # -- artifacts -------------------------------------------------------------------------------------------
+
+    def _artifact_name(self, key: str) -> str:
+        return self._name or key
 
     def _expires_at(self) -> str | None:
         days = self._retention_days
@@ -372,15 +378,14 @@ class ArtifactStorage(TwirpClient, BlobTransfer):
 
     def _info(self, artifact: Artifact) -> ObjectInfo:
         metadata = {
-            "zip_size": str(artifact.size),
             "artifact_id": str(artifact.database_id),
             "artifact_url": self._artifact_url(str(artifact.database_id)),
         }
         if artifact.digest.startswith("sha256:"):
-            metadata["zip_sha256"] = artifact.digest.removeprefix("sha256:")
+            metadata["artifact_sha256"] = artifact.digest.removeprefix("sha256:")
         return ObjectInfo(
             key=artifact.name,
-            size=archive_size(artifact.size),
+            size=artifact.size,
             modified=artifact.created_at,
             metadata=metadata,
         )
