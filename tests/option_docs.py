@@ -1,7 +1,8 @@
-"""The parts of action.yml and README.md that derive from the option table (chrono_ci/config/options.py), rendered.
+"""The parts of action.yml and the docs that derive from the option table (chrono_ci/config/options.py), rendered.
 
-tests/test_options.py checks that the files hold exactly these; after a change to the table, rewrite them with
-`python -m tests.option_docs` (it changes nothing else in either file).
+The settings table lives in docs/settings.md, the Action's inputs table in README.md (the front door keeps it)
+and in docs/action.md. tests/test_options.py checks that the files hold exactly these; after a change to the
+table, rewrite them with `python -m tests.option_docs` (it changes nothing else in any file).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from chrono_ci.config.options import SETTINGS, Setting
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+ACTION_PAGE = ROOT / "docs" / "action.md"
 ACTION_YML = ROOT / "action.yml"
 SETTINGS_HEADER = "| environment | option | default | meaning |"
 INPUTS_HEADER = "| input | variable | default | meaning |"
@@ -87,11 +90,20 @@ def inputs_yaml() -> str:
     return "inputs:\n" + "\n".join(_input_yaml(spec) for spec in INPUTS.values()) + "\n"
 
 
+def rendered_tables() -> list[tuple[Path, str, str]]:
+    """Each file that holds a derived table: (file, the table's header, the table as the option table renders it)."""
+    inputs = inputs_table()
+    return [
+        (SETTINGS_PAGE, SETTINGS_HEADER, settings_table()),
+        (README, INPUTS_HEADER, inputs),
+        (ACTION_PAGE, INPUTS_HEADER, inputs),
+    ]
+
+
 def rewrite() -> None:
-    readme = README.read_text(encoding="utf-8")
-    for header, table in ((SETTINGS_HEADER, settings_table()), (INPUTS_HEADER, inputs_table())):
-        readme = readme.replace(table_after(readme, header), table)
-    README.write_text(readme, encoding="utf-8")
+    for path, header, table in rendered_tables():
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(table_after(text, header), table), encoding="utf-8")
     action = ACTION_YML.read_text(encoding="utf-8")
     action = re.sub(r"(?ms)^inputs:\n.*?(?=^\S)", lambda _match: inputs_yaml() + "\n", action, count=1)
     ACTION_YML.write_text(action, encoding="utf-8")

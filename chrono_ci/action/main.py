@@ -96,7 +96,7 @@ def _failure_annotations(log: Log, runs: Sequence[Run]) -> None:
         elif run.code != 0 and not reported and not failed and (result is None or result.error is None):
             log.error(
                 f"chrono-ci {' '.join(run.args)} exited with code {run.code} without a result.",
-                "See the log of this step above; exit codes are listed in the README.",
+                "See the log of this step above; exit codes are listed in the README and the docs.",
                 title=title,
             )
 

@@ -4,7 +4,8 @@ For each: its environment variable, its command-line option (if any), its Action
 its value (chrono_ci/config/parsers.py), its default, its range or choices, whether it is a secret, and one line
 of help. Everything else derives from this table: Settings (chrono_ci/config/settings.py), the commands' options
 and their --help (chrono_ci/cli/options.py), the Action's inputs and the secrets it masks (chrono_ci/action/inputs.py),
-and the README's settings and input tables (tests/test_options.py checks them, and action.yml, against it).
+the settings table of docs/settings.md and the input tables of the README and docs/action.md (tests/test_options.py
+checks them, and action.yml, against it).
 
 Some settings are read where they are used rather than by Settings (the S3_* and AWS_* variables by the S3
 store, HEARTBEAT_* by the heartbeat, ARTIFACT_RETENTION_DAYS by the artifact store), because those modules also

@@ -272,7 +272,8 @@ def _encryption(cli: Mapping[str, str | None], env: Mapping[str, str]) -> Encryp
             f"{passphrase_variable} is no longer supported: chrono-ci encrypts to public keys only.",
             hint="Make a key pair with `age-keygen -o key.txt`; set BACKUP_ENCRYPTION_RECIPIENTS to its age1... "
             "public key and keep the file's AGE-SECRET-KEY-1... line as the CI secret BACKUP_ENCRYPTION_IDENTITY. "
-            "Archives made with the passphrase open with `age -d`: see the README, 'Moving from a passphrase'.",
+            "Archives made with the passphrase open with `age -d`: see 'Moving from a passphrase' in the docs' "
+            "Encryption page.",
         )
     for name in ("encryption_recipients", "encryption_identity"):
         variable = OPTIONS[name].env

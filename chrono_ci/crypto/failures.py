@@ -16,7 +16,7 @@ DAMAGED_HINT = (
 PASSPHRASE_ARCHIVE_HINT = (
     "chrono-ci no longer decrypts passphrase archives. Decrypt it with the age tool (`age -d -o ARCHIVE.sql.zst "
     "ARCHIVE.sql.zst.age` asks for the passphrase), then restore the decrypted file with --allow-unlisted; see "
-    "the README, 'Moving from a passphrase'."
+    "'Moving from a passphrase' in the docs' Encryption page."
 )
 
 
