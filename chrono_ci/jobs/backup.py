@@ -267,7 +267,7 @@ def open_destinations(
     for upload in settings.uploads:
         if upload == "s3":
             assert settings.s3_url is not None
-            storage = open_storage(settings.s3_url, environ)
+            storage = open_storage(settings.s3_url, environ, warn=reporter.warn)
             # Wrong credentials or a missing bucket fail here, before minutes of dumping.
             storage.list("chrono-ci-preflight/")
             abort_recorded_uploads(settings.backup_dir, storage, reporter.warn)
