@@ -15,6 +15,7 @@ when a new attempt may start; one in flight may end up to the read timeout later
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 import threading
 import time
@@ -161,6 +162,11 @@ class RetryPolicy:
         **_: Any,
     ) -> float | None:
         cause = retryable_cause(response, caught_exception)
+        if cause is None and caught_exception is None and attempts > 1:
+            # Done after retries. The failed attempts' exceptions sit in reference cycles (urllib3's, through
+            # their tracebacks) that hold the request and its body: a third part-sized buffer until the garbage
+            # collector happens to run. Collected now, memory stays at two parts after an outage.
+            gc.collect()
         deadline = self._deadline()
         if cause is None or deadline <= 0:
             return None
