@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import secrets
 import threading
 import time
@@ -191,10 +192,16 @@ def test_a_hang_mid_upload_is_noticed_by_the_timeouts_and_ridden_out(server: Sea
     outage = Outage(server, 8, hang=True)
     warnings, _ = ride_out(server, bucket, outage, parts=5, retry_deadline=30, connect_timeout=2, read_timeout=2)
     assert outage.length >= 8
-    assert any("Timeout" in line and "retrying in" in line for line in warnings), warnings
+    noticed = [line for line in warnings if "Timeout" in line or "ConnectionClosedError" in line]
+    assert noticed and all("retrying in" in line for line in noticed), warnings
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("CHRONO_TEST_LONG_OUTAGE"),
+    reason="about 70-85 s (a 60 s outage, then up to one 15 s wait): more than the suite's budget for one test; "
+    "the 10 s kill and the hang above cover the same path. Run with CHRONO_TEST_LONG_OUTAGE=1.",
+)
 def test_an_outage_of_a_minute_mid_upload_is_ridden_out_with_the_default_deadline(
     server: SeaweedFS, bucket: str
 ) -> None:
@@ -219,6 +226,7 @@ def test_the_retry_stops_at_the_deadline_with_a_clear_error_and_nothing_left(
     try:
         with pytest.raises(StorageError) as raised:
             storage.put("db.dump", source)  # type: ignore[arg-type]
+        assert outage.began, f"it failed before the outage: {raised.value.message}"
         gave_up_after = time.monotonic() - outage.began
     finally:
         if hang:
@@ -231,7 +239,9 @@ def test_the_retry_stops_at_the_deadline_with_a_clear_error_and_nothing_left(
     assert error.message.startswith(f"{server.endpoint_url} did not work for ")
     assert " attempts) when trying to upload db.dump in s3://" in error.message
     assert "; the last failure: " in error.message
-    assert ("Timeout" in error.message) if hang else ("EndpointConnectionError" in error.message)
+    # Hung: the request times out, or the send does and the connection is closed under it. Killed: refused.
+    noticed = ("Timeout", "ConnectionClosedError") if hang else ("EndpointConnectionError",)
+    assert any(word in error.message for word in noticed), error.message
     assert "S3_RETRY_DEADLINE (6 s)" in error.hint and "raise S3_RETRY_DEADLINE" in error.hint
     assert server.secret_key not in error.message + error.hint + "".join(warnings)
     # Retried up to the deadline, then a short try at aborting, then done.
