@@ -220,11 +220,13 @@ def run_backup(
     failed_uploads = [u for u in uploads if not u["ok"]]
     if failed_uploads:
         kept = "The archive stays in BACKUP_DIR. " if settings.keep_local else ""
+        # What the store itself advises (a setting to check or raise) says more than "fix the cause".
+        advice = " ".join(dict.fromkeys(d.error.hint for d in destinations if d.error is not None and d.error.hint))
         raise StorageError(
             "The backup was made but could not be stored everywhere: "
             + "; ".join(f"{u['target']}: {u['error']}" for u in failed_uploads),
-            hint=f"{kept}The metadata records the failed upload; nothing was rotated away. Fix the cause (see the "
-            "message) and run again.",
+            hint=f"{kept}The metadata records the failed upload; nothing was rotated away. "
+            + (advice or "Fix the cause (see the message) and run again."),
         )
     if proof is not None and not proof.ok:
         # The archive stays (nothing is ever lost) and says it is unproven; a backup that is not proven is a
