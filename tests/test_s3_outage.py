@@ -22,6 +22,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from chrono_ci.config.options import BY_ENV
 from chrono_ci.errors import ConfigError, ExitCode, ObjectNotFound, StorageError
 from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.s3.config import MIN_PART_SIZE, S3Config
@@ -314,6 +315,9 @@ def test_s3_settings_come_from_the_option_table(monkeypatch: pytest.MonkeyPatch)
     keys = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}
     default = S3Storage.from_env("s3://bucket/p", keys)
     assert default.config.retry_deadline == 300 and default.config.checksums == "when_required"
+    # S3Config's own defaults (the library API) are the table's.
+    assert S3Config(bucket="bucket").retry_deadline == float(str(BY_ENV["S3_RETRY_DEADLINE"].default))
+    assert S3Config(bucket="bucket").checksums == BY_ENV["S3_CHECKSUMS"].default
     assert default.client.meta.config.request_checksum_calculation == "when_required"
     assert default.client.meta.config.response_checksum_validation == "when_required"
     assert default.client.meta.config.retries["total_max_attempts"] == 1  # botocore's own retries are off
