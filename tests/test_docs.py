@@ -79,8 +79,11 @@ ALLOWED: dict[str, str] = {
     "chrono_ci/storage/s3/errors.py: {} in {} is protected by {} and cannot be deleted yet.": "ObjectLocked is caught: "
     "remote retention keeps the archive ('protected by object lock'), and removing a failed archive ignores it",
     "chrono_ci/storage/s3/config.py: S3 part_size={} is outside what S3 accepts.": "API guard: S3Config.from_env "
-    "leaves the part size, attempts and timeouts at their defaults",
-    "chrono_ci/storage/s3/config.py: S3 max_attempts={} must be at least 1.": "as above",
+    "leaves the part size and timeouts at their defaults",
+    "chrono_ci/storage/s3/config.py: S3 retry_deadline={} must be 0 (no retry) or more seconds.": "API guard: "
+    "from_env passes only what the option table's S3_RETRY_DEADLINE grammar accepted (a whole number of 0 or more)",
+    "chrono_ci/storage/s3/config.py: S3 checksums={} must be one of {}.": "API guard: from_env passes only what "
+    "S3_CHECKSUMS's choices accepted",
     "chrono_ci/storage/s3/config.py: S3 connect_timeout and read_timeout must be positive numbers of seconds.": "as "
     "above",
     "chrono_ci/restore/session.py: line {}: the server did not start taking COPY data.": "protocol guard: the server "

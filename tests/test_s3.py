@@ -41,7 +41,7 @@ KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real
 
 
 def make_storage(server: SeaweedFS, bucket: str, prefix: str = "backups/prod", **overrides: Any) -> S3Storage:
-    settings: dict[str, Any] = {"part_size": MIN_PART_SIZE, "max_attempts": 2, **overrides}
+    settings: dict[str, Any] = {"part_size": MIN_PART_SIZE, "retry_deadline": 10, **overrides}
     config = S3Config(bucket=bucket, prefix=prefix, endpoint_url=server.endpoint_url, region=server.region, **settings)
     return S3Storage(config, session=server.session())
 
@@ -259,7 +259,7 @@ def test_unknown_bucket_is_named(seaweedfs: SeaweedFS) -> None:
 
 def test_unreachable_endpoint_says_which(tmp_path: Any) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    config = S3Config(bucket="bucket", endpoint_url=endpoint, max_attempts=2, connect_timeout=1, read_timeout=1)
+    config = S3Config(bucket="bucket", endpoint_url=endpoint, retry_deadline=0, connect_timeout=1, read_timeout=1)
     session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="us-east-1")
     storage = S3Storage(config, session=session)
     started = time.monotonic()
@@ -458,7 +458,7 @@ class SlowSource(io.RawIOBase):
 def test_server_killed_mid_upload(
     seaweedfs: SeaweedFS, s3_bucket: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = make_storage(seaweedfs, s3_bucket, max_attempts=2, connect_timeout=1, read_timeout=3)
+    storage = make_storage(seaweedfs, s3_bucket, retry_deadline=3, connect_timeout=1, read_timeout=3)
     killed_at: list[float] = []
 
     def outage() -> None:

@@ -79,7 +79,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
             endpoint_url=server.endpoint_url,
             region=server.region,
             part_size=PART_SIZE,
-            max_attempts=2,
+            retry_deadline=10,
         )
         yield S3Storage(config, session=server.session())
     else:

@@ -255,7 +255,13 @@ def test_s3_killed_during_the_upload(
         "FROM generate_series(1, 2000000) g",
     )
     folder = tmp_path / "backups"
-    env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), "MAX_BACKUPS": "1", **s3_env(seaweedfs, s3_bucket)}
+    env = {
+        "DATABASE_URL": url,
+        "BACKUP_DIR": str(folder),
+        "MAX_BACKUPS": "1",
+        "S3_RETRY_DEADLINE": "8",  # the server stays down past it
+        **s3_env(seaweedfs, s3_bucket),
+    }
     first = run_cli("backup", "postgres", env=env)
     assert first.code == 0, first.output
     before = {str(e["file"]) for e in entries(folder)}
@@ -276,13 +282,63 @@ def test_s3_killed_during_the_upload(
         seaweedfs.restart()
     assert proc.returncode == 5, output
     assert "s3" in output and "hint:" in output and "Traceback" not in output
+    # Retried, one line each, then stopped at the deadline with the endpoint, how long, the cause, what to do.
+    assert f"warn S3 UploadPart at {seaweedfs.endpoint_url} failed (attempt 1, " in output
+    assert f"{seaweedfs.endpoint_url} did not work for " in output and "; the last failure: " in output
+    assert "raise S3_RETRY_DEADLINE" in output
+    assert seaweedfs.secret_key not in output
+    # The upload the dead server kept is on record for the next run.
+    assert (folder / ".chrono-unfinished-uploads.json").exists()
     after = entries(folder)
     new = [e for e in after if e["file"] not in before]
     assert len(new) == 1 and (folder / str(new[0]["file"])).exists()  # the local archive is intact
     assert new[0]["uploads"][0]["ok"] is False  # type: ignore[index]
+    assert str(new[0]["file"]) not in objects(seaweedfs, s3_bucket)  # no object that looks like the archive
     assert before <= {str(e["file"]) for e in after}  # nothing was rotated away after the failure
     # The next run aborts the upload the dead server kept: no orphan parts stay in the bucket.
     assert run_cli("backup", "postgres", env=env).code == 0
+    assert unfinished_uploads(seaweedfs, s3_bucket) == []
+
+
+def test_s3_killed_for_ten_seconds_during_the_upload_is_ridden_out(
+    run_cli: Run,
+    pg18: PgServer,
+    make_database: Callable[..., str],
+    seaweedfs: SeaweedFS,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    # About 100 MB of archive in 8 MiB parts: the kill lands while parts are still going up.
+    url = make_database(
+        pg18,
+        "CREATE TABLE big AS SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) AS h "
+        "FROM generate_series(1, 1000000) g",
+    )
+    folder = tmp_path / "backups"
+    env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), "S3_RETRY_DEADLINE": "60", **s3_env(seaweedfs, s3_bucket)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chrono_ci", "backup", "postgres"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, s3_bucket):
+        time.sleep(0.005)
+    assert unfinished_uploads(seaweedfs, s3_bucket), "the multipart upload never started"
+    seaweedfs.kill()  # in the middle of the multipart upload: it is listed, so not completed
+    time.sleep(10)
+    seaweedfs.start()
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, output
+    assert "retrying in" in output and "Traceback" not in output
+    (entry,) = entries(folder)
+    assert entry["uploads"][0]["ok"] is True  # type: ignore[index]
+    # The object in the bucket is the archive: its sha256 is the record's, and the local copy's.
+    (stored,) = objects(seaweedfs, s3_bucket).values()
+    assert hashlib.sha256(stored).hexdigest() == entry["sha256"]
+    assert hashlib.sha256((folder / str(entry["file"])).read_bytes()).hexdigest() == entry["sha256"]
     assert unfinished_uploads(seaweedfs, s3_bucket) == []
 
 

@@ -322,6 +322,26 @@ SETTINGS: tuple[Setting, ...] = (
         input="s3-storage-class",
     ),
     Setting(
+        "s3_retry_deadline",
+        "S3_RETRY_DEADLINE",
+        "Seconds each S3 request is retried through an outage (waits of 1 s doubling to 15 s) before the upload "
+        "fails; 0: no retry",
+        "whole",
+        default="300",
+        minimum=0,
+        input="s3-retry-deadline",
+    ),
+    Setting(
+        "s3_checksums",
+        "S3_CHECKSUMS",
+        "boto3's request checksums: when_required works with R2, B2, Google Cloud Storage and older MinIO; "
+        "when_supported adds CRC32 checksums to uploads (AWS S3); each archive is proven by its sha256 either way",
+        "choice",
+        default="when_required",
+        choices=("when_required", "when_supported"),
+        input="s3-checksums",
+    ),
+    Setting(
         "aws_role_arn",
         "AWS_ROLE_ARN",
         "An IAM role to assume with GitHub OIDC, no stored keys (the job needs permissions: id-token: write)",

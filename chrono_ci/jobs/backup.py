@@ -224,11 +224,13 @@ def run_backup(
     failed_uploads = [u for u in uploads if not u["ok"]]
     if failed_uploads:
         kept = "The archive stays in BACKUP_DIR. " if settings.keep_local else ""
+        # What the store itself advises (a setting to check or raise) says more than "fix the cause".
+        advice = " ".join(dict.fromkeys(d.error.hint for d in destinations if d.error is not None and d.error.hint))
         raise StorageError(
             "The backup was made but could not be stored everywhere: "
             + "; ".join(f"{u['target']}: {u['error']}" for u in failed_uploads),
-            hint=f"{kept}The metadata records the failed upload; nothing was rotated away. Fix the cause (see the "
-            "message) and run again.",
+            hint=f"{kept}The metadata records the failed upload; nothing was rotated away. "
+            + (advice or "Fix the cause (see the message) and run again."),
         )
     if proof is not None and not proof.ok:
         # The archive stays (nothing is ever lost) and says it is unproven; a backup that is not proven is a
@@ -266,7 +268,7 @@ def open_destinations(
     for upload in settings.uploads:
         if upload == "s3":
             assert settings.s3_url is not None
-            storage = open_storage(settings.s3_url, environ)
+            storage = open_storage(settings.s3_url, environ, warn=reporter.warn)
             # Wrong credentials or a missing bucket fail here, before minutes of dumping.
             storage.list("chrono-ci-preflight/")
             abort_recorded_uploads(settings.backup_dir, storage, reporter.warn)

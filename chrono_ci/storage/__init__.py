@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from chrono_ci.errors import ConfigError
@@ -18,10 +18,13 @@ _SCHEMES = ("file", "s3", "artifact")
 _ACCEPTED = "a folder path, file:///absolute/path, s3://BUCKET[/PREFIX], artifact:// or artifact://NAME"
 
 
-def open_storage(url: str, environ: Mapping[str, str] | None = None) -> Storage:
+def open_storage(
+    url: str, environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None
+) -> Storage:
     """The backend for `url`: a folder, an S3 bucket or the workflow run's GitHub artifacts.
 
     Backends that need a network library are imported only when asked for, so that local runs start fast.
+    `warn` gets the lines a remote store has to say along the way (each S3 retry).
     """
     env = os.environ if environ is None else environ
     if not url.strip():
@@ -43,7 +46,7 @@ def open_storage(url: str, environ: Mapping[str, str] | None = None) -> Storage:
         require("s3")
         from chrono_ci.storage.s3.store import S3Storage
 
-        return S3Storage.from_env(url, env)
+        return S3Storage.from_env(url, env, warn=warn)
     if scheme == "artifact":
         name = rest.strip("/") or None
         # Imported by name: the artifact backend pulls in an HTTP stack that local and S3 runs never need.

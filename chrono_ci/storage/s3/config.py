@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from chrono_ci.errors import ConfigError
 
@@ -26,6 +27,12 @@ PARTS_PER_SIZE_STEP = 2_000
 # CopyObject refuses sources above 5 GiB; larger objects are copied range by range (UploadPartCopy).
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MIB
 COPY_PART_SIZE = 512 * MIB
+# Seconds one request is retried through an outage before the backup gives up (S3_RETRY_DEADLINE); 0: no retry.
+DEFAULT_RETRY_DEADLINE = 300.0
+# botocore's request checksums (S3_CHECKSUMS). Since 1.36 it sends CRC32 headers by default (when_supported),
+# which R2, B2, Google Cloud Storage and MinIO before 2025 refuse; chrono-ci proves each archive by its sha256.
+ChecksumMode = Literal["when_required", "when_supported"]
+CHECKSUM_MODES: tuple[ChecksumMode, ...] = ("when_required", "when_supported")
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048  # AWS's limit for all user metadata of one object
 SSE_MODES = {"aes256": "AES256", "aws:kms": "aws:kms"}
@@ -59,7 +66,9 @@ class S3Config:
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
     part_size: int = DEFAULT_PART_SIZE
-    max_attempts: int = 5  # per request, UploadPart included; botocore's standard mode backs off exponentially
+    retry_deadline: float = DEFAULT_RETRY_DEADLINE  # per request, UploadPart included (chrono_ci.storage.s3.retry)
+    checksums: ChecksumMode = "when_required"
+    # A hung server (it accepts connections and never answers) is noticed after these, and the request retried.
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
 
@@ -75,8 +84,10 @@ class S3Config:
                 f"S3 part_size={self.part_size} is outside what S3 accepts.",
                 hint=f"Use between {MIN_PART_SIZE} (5 MiB) and {MAX_PART_SIZE} (5 GiB) bytes.",
             )
-        if self.max_attempts < 1:
-            raise ConfigError(f"S3 max_attempts={self.max_attempts} must be at least 1.")
+        if self.retry_deadline < 0:
+            raise ConfigError(f"S3 retry_deadline={self.retry_deadline} must be 0 (no retry) or more seconds.")
+        if self.checksums not in CHECKSUM_MODES:
+            raise ConfigError(f"S3 checksums={self.checksums!r} must be one of {', '.join(CHECKSUM_MODES)}.")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ConfigError("S3 connect_timeout and read_timeout must be positive numbers of seconds.")
 

@@ -23,6 +23,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from chrono_ci.errors import ObjectNotFound, StorageError
 from chrono_ci.storage.s3.config import S3Config
+from chrono_ci.storage.s3.retry import RetryDeadlinePassed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -124,9 +125,9 @@ class S3ErrorTranslation:
                 )
             if code in _BUSY_CODES:
                 return StorageError(
-                    f"{self._endpoint()} kept failing ({code}) when trying to {action} {what}, after "
-                    f"{self.config.max_attempts} attempts.",
-                    hint="The service is overloaded or unwell; run again later.",
+                    f"{self._endpoint()} failed ({code}) when trying to {action} {what}, and retrying is off.",
+                    hint="The service is overloaded or unwell; run again later. S3_RETRY_DEADLINE=0 turned "
+                    "retrying off: set it to seconds (300 by default) to ride out such failures.",
                 )
             if code == "PreconditionFailed":
                 return StorageError(
@@ -143,11 +144,24 @@ class S3ErrorTranslation:
                 hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_ROLE_ARN (GitHub OIDC, with "
                 "`permissions: id-token: write`), or AWS_PROFILE.",
             )
-        if isinstance(exc, BotoConnectionError | HTTPClientError):
+        if isinstance(exc, RetryDeadlinePassed):
             return StorageError(
-                f"Cannot reach the S3 endpoint {self._endpoint()} to {action} {what}: {type(exc).__name__}, "
-                f"after {self.config.max_attempts} attempts.",
-                hint="Check S3_ENDPOINT_URL (scheme, host and port), the network, and that the service is up.",
+                f"{exc.endpoint} did not work for {exc.elapsed:.0f} s ({exc.attempts} attempts) when trying to "
+                f"{action} {what}; the last failure: {exc.cause}.",
+                hint=f"chrono-ci retries S3 for S3_RETRY_DEADLINE ({exc.deadline:.0f} s) and then gives up. Check "
+                "that the service is up and reachable and that S3_ENDPOINT_URL is right, then run again; raise "
+                "S3_RETRY_DEADLINE to ride out longer outages.",
+            )
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            retrying = (
+                ""
+                if self.config.retry_deadline > 0
+                else " S3_RETRY_DEADLINE=0 turned retrying off: set it to seconds to ride out an outage."
+            )
+            return StorageError(
+                f"Cannot reach the S3 endpoint {self._endpoint()} to {action} {what}: {type(exc).__name__}.",
+                hint="Check S3_ENDPOINT_URL (scheme, host and port), the network, and that the service is up."
+                + retrying,
             )
         return StorageError(f"S3 failed to {action} {what}: {exc}.", hint="Run again; if it persists, report it.")
 

@@ -15,6 +15,8 @@ from chrono_ci.storage.s3.errors import S3ErrorTranslation
 
 log = logging.getLogger(__name__)
 
+MAX_RESUMES = 4  # a connection that keeps breaking mid-object, after the server answered, is not an outage
+
 
 class ObjectReader(io.RawIOBase):
     """GetObject's body as a raw stream; a connection that drops mid-object is resumed from where it broke."""
@@ -28,7 +30,8 @@ class ObjectReader(io.RawIOBase):
         # The resumed range must come from the same object, not from one written meanwhile.
         self._etag: str = response["ETag"]
         self._offset = 0
-        self._resumes_left = storage.config.max_attempts - 1
+        # Each resume's GetObject is itself retried through an outage (chrono_ci.storage.s3.retry).
+        self._resumes_left = MAX_RESUMES
 
     def readable(self) -> bool:
         return True

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -24,6 +24,7 @@ from botocore.exceptions import (
     ClientError,
 )
 
+from chrono_ci.config.options import BY_ENV
 from chrono_ci.errors import StorageError
 from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
 from chrono_ci.storage.s3.config import (
@@ -38,6 +39,7 @@ from chrono_ci.storage.s3.config import (
 from chrono_ci.storage.s3.credentials import session_from_env
 from chrono_ci.storage.s3.errors import _DENIED_CODES
 from chrono_ci.storage.s3.reader import ObjectReader
+from chrono_ci.storage.s3.retry import RetryPolicy
 from chrono_ci.storage.s3.upload import PendingUpload, S3Uploads, read_part, storable_metadata
 
 if TYPE_CHECKING:
@@ -50,7 +52,12 @@ log = logging.getLogger(__name__)
 
 
 class S3Storage(S3Uploads):
-    def __init__(self, config: S3Config, session: boto3.Session | None = None) -> None:
+    def __init__(
+        self,
+        config: S3Config,
+        session: boto3.Session | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self._session = session if session is not None else boto3.Session(region_name=config.region)
         self._key_prefix = f"{config.prefix}/" if config.prefix else ""
@@ -59,16 +66,23 @@ class S3Storage(S3Uploads):
             region_name=region,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
-            retries={"mode": "standard", "max_attempts": config.max_attempts},
+            # One attempt: chrono_ci.storage.s3.retry retries, and botocore's retries would multiply with it.
+            retries={"mode": "standard", "total_max_attempts": 1},
+            request_checksum_calculation=config.checksums,
+            response_checksum_validation=config.checksums,
             # Other S3 servers rarely resolve bucket.host names; path style works on all of them.
             s3={"addressing_style": "path"} if config.endpoint_url else {},
         )
         self.client: S3Client = self._session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
+        self.retry = RetryPolicy(config.retry_deadline, self._endpoint(), warn or log.warning)
+        self.retry.install(self.client)
         # Uploads whose abort failed (the server was unreachable): certainly ours, retried by abort_stale_uploads.
         self._unaborted: dict[str, PendingUpload] = {}
 
     @classmethod
-    def from_env(cls, url: str, environ: Mapping[str, str] | None = None) -> S3Storage:
+    def from_env(
+        cls, url: str, environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None
+    ) -> S3Storage:
         """The backend for an s3:// URL, configured by S3_* variables and credentialed by AWS_* ones."""
         env = os.environ if environ is None else environ
         bucket, prefix = parse_s3_url(url)
@@ -87,8 +101,10 @@ class S3Storage(S3Uploads):
             sse=sse,
             sse_kms_key_id=kms_key_id,
             storage_class=storage_class,
+            retry_deadline=float(_declared(env, "S3_RETRY_DEADLINE")),
+            checksums=_declared(env, "S3_CHECKSUMS"),
         )
-        return cls(config, session=session_from_env(env, region))
+        return cls(config, session=session_from_env(env, region), warn=warn)
 
     @property
     def url(self) -> str:
@@ -215,6 +231,13 @@ class S3Storage(S3Uploads):
                 "prefix.",
             )
         return full_key
+
+
+def _declared(environ: Mapping[str, str], variable: str) -> Any:
+    """A setting of the option table, parsed by its grammar, or its declared default when unset."""
+    setting = BY_ENV[variable]
+    raw = env_value(environ, variable)
+    return setting.parse(raw if raw is not None else str(setting.default), variable)
 
 
 def _active_lock(head: HeadObjectOutputTypeDef) -> str:

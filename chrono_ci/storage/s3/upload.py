@@ -31,6 +31,7 @@ from chrono_ci.storage.s3.config import (
     PARTS_PER_SIZE_STEP,
 )
 from chrono_ci.storage.s3.errors import S3ErrorTranslation
+from chrono_ci.storage.s3.retry import CLEANUP_DEADLINE, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef, HeadObjectOutputTypeDef
@@ -47,6 +48,7 @@ class PendingUpload:
 
 class S3Uploads(S3ErrorTranslation):
     _unaborted: dict[str, PendingUpload]
+    retry: RetryPolicy
 
     def _put_single(
         self, key: str, full_key: str, body: bytearray, sha256: str, metadata: dict[str, str]
@@ -247,11 +249,16 @@ class S3Uploads(S3ErrorTranslation):
         return {"PartNumber": number, "ETag": response["ETag"]}
 
     def _abort_upload(self, upload: PendingUpload, *, quiet: bool) -> None:
-        """Abort; when `quiet`, a failure is remembered for abort_stale_uploads instead of raised."""
+        """Abort; when `quiet`, a failure is remembered for abort_stale_uploads instead of raised.
+
+        A quiet abort follows a failure, often one that outlasted the retry deadline: it gets a short deadline of
+        its own, and what it cannot abort is recorded for the next run instead of holding this one up.
+        """
         try:
-            self.client.abort_multipart_upload(
-                Bucket=self.config.bucket, Key=upload.full_key, UploadId=upload.upload_id
-            )
+            with self.retry.at_most(CLEANUP_DEADLINE if quiet else self.retry.deadline):
+                self.client.abort_multipart_upload(
+                    Bucket=self.config.bucket, Key=upload.full_key, UploadId=upload.upload_id
+                )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
                 return
@@ -292,7 +299,8 @@ class S3Uploads(S3ErrorTranslation):
         """Best effort: an upload that failed its checks must not pass for a good archive."""
         args: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
-            self.client.delete_object(Bucket=self.config.bucket, Key=full_key, **args)
+            with self.retry.at_most(CLEANUP_DEADLINE):
+                self.client.delete_object(Bucket=self.config.bucket, Key=full_key, **args)
         except (ClientError, BotoCoreError) as exc:
             log.warning("could not remove the failed upload %s (%s)", full_key, type(exc).__name__)
 
