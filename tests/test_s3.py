@@ -270,6 +270,26 @@ def test_unreachable_endpoint_says_which(tmp_path: Any) -> None:
     assert "S3_ENDPOINT_URL" in raised.value.hint
 
 
+def test_an_endpoint_that_never_answered_fails_fast_whatever_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in S3_ENDPOINT_URL is not an outage: with the default deadline of minutes, the check before the dump
+    still gives up after the first-contact deadline (shortened here from 20 s), and says what to check."""
+    from chrono_ci.storage.s3 import retry
+
+    monkeypatch.setattr(retry, "FIRST_CONTACT_DEADLINE", 3.0)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    config = S3Config(bucket="bucket", endpoint_url=endpoint, retry_deadline=300, connect_timeout=1, read_timeout=1)
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="us-east-1")
+    warnings: list[str] = []
+    storage = S3Storage(config, session=session, warn=warnings.append)
+    started = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        storage.list()
+    assert time.monotonic() - started < 30
+    assert warnings, "it retried at least once before giving up"
+    assert f"{endpoint} never answered" in raised.value.message
+    assert "S3_ENDPOINT_URL" in raised.value.hint and "S3_RETRY_DEADLINE" in raised.value.hint
+
+
 def test_metadata_s3_cannot_keep_is_refused(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
     storage = make_storage(seaweedfs, s3_bucket)
     with pytest.raises(StorageError, match="metadata"):

@@ -144,6 +144,14 @@ class S3ErrorTranslation:
                 hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_ROLE_ARN (GitHub OIDC, with "
                 "`permissions: id-token: write`), or AWS_PROFILE.",
             )
+        if isinstance(exc, RetryDeadlinePassed) and exc.never_answered:
+            return StorageError(
+                f"{exc.endpoint} never answered in {exc.elapsed:.0f} s ({exc.attempts} attempts) when trying to "
+                f"{action} {what}; the last failure: {exc.cause}.",
+                hint="Check S3_ENDPOINT_URL (scheme, host and port), the network and that the service is up, then "
+                f"run again. Until a store has answered once, chrono-ci retries for at most {exc.deadline:.0f} s; "
+                "after that, S3_RETRY_DEADLINE applies.",
+            )
         if isinstance(exc, RetryDeadlinePassed):
             return StorageError(
                 f"{exc.endpoint} did not work for {exc.elapsed:.0f} s ({exc.attempts} attempts) when trying to "

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 FIRST_WAIT = 1.0  # seconds before the first retry
 MAX_WAIT = 15.0  # the cap of one wait: a server that is back is noticed within this
 CLEANUP_DEADLINE = 10.0  # aborting a failed upload: the user already waited out the deadline once
+# Until the store has answered once, a failure is more likely a wrong S3_ENDPOINT_URL or network than an outage:
+# the check before the dump must not make a typo wait out the whole deadline.
+FIRST_CONTACT_DEADLINE = 20.0
 _STARTED = "chrono_retry_started"
 _CAUSE_CHARS = 200
 
@@ -65,13 +68,16 @@ class RetryDeadlinePassed(BotoCoreError):
 
     fmt = "{endpoint} kept failing for {elapsed:.0f} s ({attempts} attempts); the last failure: {cause}"
 
-    def __init__(self, *, endpoint: str, elapsed: float, attempts: int, cause: str, deadline: float) -> None:
+    def __init__(
+        self, *, endpoint: str, elapsed: float, attempts: int, cause: str, deadline: float, never_answered: bool
+    ) -> None:
         super().__init__(endpoint=endpoint, elapsed=elapsed, attempts=attempts, cause=cause)
         self.endpoint = endpoint
         self.elapsed = elapsed
         self.attempts = attempts
         self.cause = cause
         self.deadline = deadline
+        self.never_answered = never_answered
 
 
 def retryable_cause(response: Any, exception: BaseException | None) -> str | None:
@@ -123,6 +129,7 @@ class RetryPolicy:
         self._jitter = jitter
         # Per thread: the part uploads run in a worker thread, and a cleanup's shorter deadline is its own.
         self._local = threading.local()
+        self.answered = False  # any HTTP answer at all, even an error: the endpoint exists
 
     def install(self, client: S3Client) -> None:
         events = client.meta.events
@@ -147,7 +154,8 @@ class RetryPolicy:
 
     def _deadline(self) -> float:
         override: float | None = getattr(self._local, "deadline", None)
-        return self.deadline if override is None else override
+        deadline = self.deadline if override is None else override
+        return deadline if self.answered else min(deadline, FIRST_CONTACT_DEADLINE)
 
     def _start(self, context: dict[str, Any], **_: Any) -> None:
         context[_STARTED] = self._clock()
@@ -161,6 +169,8 @@ class RetryPolicy:
         operation: Any,
         **_: Any,
     ) -> float | None:
+        if response is not None:
+            self.answered = True
         cause = retryable_cause(response, caught_exception)
         if cause is None and caught_exception is None and attempts > 1:
             # Done after retries. The failed attempts' exceptions sit in reference cycles (urllib3's, through
@@ -176,7 +186,12 @@ class RetryPolicy:
         remaining = deadline - elapsed
         if remaining <= 0:
             error = RetryDeadlinePassed(
-                endpoint=self.endpoint, elapsed=elapsed, attempts=attempts, cause=cause, deadline=deadline
+                endpoint=self.endpoint,
+                elapsed=elapsed,
+                attempts=attempts,
+                cause=cause,
+                deadline=deadline,
+                never_answered=not self.answered,
             )
             raise error from caught_exception
         wait = min(self.wait_before(attempts), remaining)
