@@ -24,7 +24,6 @@ from chrono_ci.config.options import Compression
 from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
-from chrono_ci.pipeline.readahead import ReadAhead
 from chrono_ci.pipeline.sqlscan import CopyData, CopyEnd
 from chrono_ci.restore.session import (
     ConnectionLost,
@@ -236,7 +235,7 @@ def _stream(
     outcome = ReplayOutcome(tables={})
     copy_line = 0
 
-    def apply(items: list[Verdict | CopyData | CopyEnd], refused: bool) -> None:
+    def apply(items: list[Verdict | CopyData | CopyEnd]) -> None:
         nonlocal copy_line
         for item in items:
             if isinstance(item, CopyData):
@@ -265,8 +264,7 @@ def _stream(
                             hint="Do not restore this archive; choose another from `chrono-ci recovery list`.",
                         )
                 outcome.statements += 1
-        if refused:
-            assert reader.refusal is not None
+        if reader.refusal is not None:
             raise ArchiveRefused(
                 f"The archive was refused: {reader.refusal.message()}. The restore was rolled back; the target is "
                 "exactly as it was.",
@@ -274,33 +272,16 @@ def _stream(
                 "another archive from `chrono-ci recovery list`, and see SECURITY.md.",
             )
 
-    def split(data: bytes) -> tuple[list[Verdict | CopyData | CopyEnd], bool]:
-        # Whether the reader had refused the archive by the end of this batch, seen in the reading thread: the
-        # replay stops after the same statement as it would reading and sending in turn.
-        items = reader.feed(data)
-        return items, reader.refusal is not None
-
-    def finish() -> tuple[list[Verdict | CopyData | CopyEnd], bool]:
-        items = reader.finish()
-        return items, reader.refusal is not None
-
     with archive.open("rb") as handle:
-        ahead = ReadAhead(
-            lambda on_raw: read_archive(
-                handle,
-                compression,
-                on_raw=on_raw,
-                count_rows=False,
-                decryptor=decrypt() if decrypt is not None else None,
-                max_raw=expected.raw_size,
-            ),
-            split,
-            finish,
+        contents = read_archive(
+            handle,
+            compression,
+            on_raw=lambda data: apply(reader.feed(data)),
+            count_rows=False,
+            decryptor=decrypt() if decrypt is not None else None,
+            max_raw=expected.raw_size,
         )
-        with ahead as batches:
-            for items, refused in batches:
-                apply(items, refused)
-        contents = ahead.contents
+    apply(reader.finish())
     outcome.skipped = list(reader.skipped)
     outcome.tables = dict(reader.tables)
     problems = []
