@@ -34,6 +34,7 @@ from types import FrameType
 import scenario_backup  # noqa: F401
 import scenario_restore  # noqa: F401
 import scenario_s3  # noqa: F401
+import scenario_startup  # noqa: F401
 from databases import EVENTS_ROWS_PER_SCALE, URL_ENV, open_server
 from harness import BENCH_DIR, SCENARIOS, Context, database_json, machine_info, startup_seconds, versions
 from measure import CommandFailed, log

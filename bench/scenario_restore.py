@@ -157,7 +157,9 @@ def restore_scenario(ctx: Context) -> ScenarioResult:
         result = _with_server_cpu(
             ctx, lambda: run_chrono("verify", argv, env, markers=TEST_MARKERS, report_of=whole_report)
         )
-        proof = result.report.get("restore") or {}
+        # The `test` document (docs/results.md): one entry per archive tested, its restore-verification inside.
+        tested = result.report.get("results") or [{}]
+        proof = tested[0].get("restore") or {}
         if result.report.get("ok") is not True or proof.get("ok") is not True:
             raise CommandFailed(f"chrono-ci recovery test --restore did not pass: {proof}")
         return result

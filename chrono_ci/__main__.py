@@ -1,3 +1,3 @@
-from chrono_ci.cli.app import main
+from chrono_ci.cli.launch import main
 
 main()

@@ -9,13 +9,12 @@ installed stops before it touches anything, and says which extra to install.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from chrono_ci.errors import MissingExtra
 
 
-@dataclass(frozen=True)
-class Extra:
+class Extra(NamedTuple):  # not a dataclass: `chrono-ci --version` reads these, and imports little
     name: str  # as in pyproject.toml's [project.optional-dependencies]
     module: str  # what it installs, as imported
     feature: str  # what a user asked for that needs it

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
+import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.postgres import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chrono_ci"
@@ -173,6 +177,51 @@ def test_starting_the_command_loads_none_of_the_heavy_dependencies() -> None:
     probe = f"import sys, chrono_ci.cli.app; print(' '.join(m for m in {LAZY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == []
+
+
+# What a local backup of a plain PostgreSQL database has not loaded when it starts pg_dump: the optional extras,
+# the heartbeat, and what only Supabase, a restore, restore-verification or `status` need.
+LAZY_BEFORE_DUMP = (
+    *(name for name in LAZY if name != "psycopg"),
+    "chrono_ci.profiles.supabase",
+    "chrono_ci.dump.supabase_dump",
+    "chrono_ci.restore.replay",
+    "chrono_ci.verify.scratch",
+    "chrono_ci.source.embedded",
+    "chrono_ci.jobs.status",
+)
+# Runs chrono-ci in this process, and writes the modules it has loaded when it starts pg_dump (not the
+# discovery's `pg_dump --version`): the interpreter's own audit event for every subprocess started.
+AT_DUMP_PROBE = """
+import json, sys
+from pathlib import Path
+out = Path(sys.argv.pop(1))
+def hook(event, args):
+    argv = list(args[1] or ()) if event == "subprocess.Popen" else []
+    if argv and Path(str(argv[0])).name == "pg_dump" and "--version" not in argv and not out.exists():
+        out.write_text(json.dumps(sorted(sys.modules)))
+sys.addaudithook(hook)
+sys.argv = ["chrono-ci", "backup", "postgres"]
+from chrono_ci.cli.launch import main
+main()
+"""
+
+
+def test_a_local_backup_starts_pg_dump_without_what_it_does_not_need(
+    pg18: PgServer, make_database: Callable[..., str], tmp_path: Path
+) -> None:
+    """The time from start to pg_dump's first byte is a fixed cost of every backup: the modules of features
+    the run does not use are imported where they are used, not before pg_dump starts."""
+    seen = tmp_path / "modules.json"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "BACKUP_", "S3_"))}
+    env.update(DATABASE_URL=make_database(pg18, "CREATE TABLE t (x int)"), BACKUP_DIR=str(tmp_path / "b"))
+    done = subprocess.run(
+        [sys.executable, "-c", AT_DUMP_PROBE, str(seen)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(seen.read_text()))
+    assert {"psycopg", "chrono_ci.jobs.backup", "chrono_ci.dump.pg_dump"} <= loaded  # the probe saw the real run
+    assert sorted(loaded & set(LAZY_BEFORE_DUMP)) == []
 
 
 def documented_tree(text: str) -> set[str]:

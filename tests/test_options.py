@@ -27,6 +27,7 @@ PACKAGE = ROOT / "chrono_ci"
 FOREIGN = {
     "PATH": "the shell's",
     "HOME": "the shell's",
+    "XDG_CACHE_HOME": "the XDG base directory spec's: where the cache of pg_dump versions goes",
     "AWS_REGION": "the AWS SDK's; S3_REGION falls back to it",
     "AWS_DEFAULT_REGION": "the AWS SDK's",
     "AWS_PROFILE": "the AWS SDK's profile chain",

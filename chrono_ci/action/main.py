@@ -227,7 +227,7 @@ def entrypoint(argv: Sequence[str]) -> int:
     if default_dir and not os.environ.get("BACKUP_DIR", "").strip():
         # The image's volume (/backups) for `docker run -v ...:/backups IMAGE backup all`.
         os.environ["BACKUP_DIR"] = default_dir
-    from chrono_ci.cli.app import main as cli_main
+    from chrono_ci.cli.launch import main as cli_main  # `--version` alone answers without Typer here too
 
     sys.argv = ["chrono-ci", *argv]
     try:

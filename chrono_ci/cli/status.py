@@ -4,7 +4,7 @@ stale)."""
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,13 +12,17 @@ from chrono_ci.cli.command import State, cli_values, guarded, origin_of, s3_stor
 from chrono_ci.cli.options import BackupDir, From, JsonOutput, S3Url
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ExitCode
-from chrono_ci.jobs.status import Copy, StatusReport, format_duration
 from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.report.results import StatusDocument
+
+if TYPE_CHECKING:  # loaded by `status` itself, not by every command that starts the app
+    from chrono_ci.jobs.status import Copy, StatusReport
 
 
 def print_status(report: StatusReport, reporter: Reporter, location: str) -> None:
     """The human report: one block per database, then the totals and a one-line verdict."""
+    from chrono_ci.jobs.status import format_duration
+
     limit = f" (max age {format_duration(report.max_age)})" if report.max_age is not None else ""
     reporter.step(f"status of {location}{limit}")
     for status in report.databases:

@@ -30,7 +30,6 @@ from chrono_ci.pipeline.fanout import Destination, put_everywhere
 from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
 from chrono_ci.profiles import profile_for
 from chrono_ci.report.console import Reporter, human_size
-from chrono_ci.restore.replay import Expected
 from chrono_ci.retention.apply import abort_abandoned_uploads, rotate, rotate_remote
 from chrono_ci.retention.policy import Decision
 from chrono_ci.secrets import add_mask
@@ -43,7 +42,6 @@ from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_lef
 from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
 from chrono_ci.timestamps import iso_z
 from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
-from chrono_ci.verify.scratch import restore_verify
 
 
 @dataclass
@@ -197,6 +195,10 @@ def run_backup(
     proof = None
     if settings.verify == "restore" and all(u["ok"] for u in uploads):
         reporter.info("restore-verification: restoring into a scratch database")
+        # Only this setting needs the restore machinery: a backup does not import it before pg_dump starts.
+        from chrono_ci.restore.replay import Expected
+        from chrono_ci.verify.scratch import restore_verify
+
         with _local_archive(primary, name, path) as local_path:
             proof = restore_verify(
                 local_path,

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.config.settings import Settings
 from chrono_ci.dump.pg_dump import DumpSource
 from chrono_ci.errors import ConfigError
 from chrono_ci.report.console import Reporter
-from chrono_ci.restore.replay import Proof
 from chrono_ci.restore.schemas import SchemaState
 from chrono_ci.source.target import DatabaseTarget, ServerInfo
 from chrono_ci.source.tools import PgTools
+
+if TYPE_CHECKING:  # the restore machinery is loaded by a restore, not by a backup
+    from chrono_ci.restore.replay import Proof
 
 
 class Profile:

