@@ -54,6 +54,33 @@ def unfinished_uploads(seaweedfs: SeaweedFS, bucket: str) -> list[str]:
     return [u["Key"] for u in seaweedfs.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
 
+def random_hex_database(pg18: PgServer, make_database: Callable[..., str], rows: int) -> str:
+    """Random hex barely compresses: about 100 bytes of archive per row, so an upload takes many parts."""
+    return make_database(
+        pg18,
+        "CREATE TABLE big AS SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) AS h "
+        f"FROM generate_series(1, {rows}) g",
+    )
+
+
+def backup_until_the_multipart_upload_starts(
+    env: dict[str, str], seaweedfs: SeaweedFS, bucket: str
+) -> subprocess.Popen[str]:
+    """`chrono-ci backup postgres` in the background, returned once its multipart upload is listed (in flight)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chrono_ci", "backup", "postgres"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, bucket):
+        time.sleep(0.005)
+    assert unfinished_uploads(seaweedfs, bucket), "the multipart upload never started"
+    return proc
+
+
 @pytest.fixture
 def sample_url(pg18: PgServer, make_database: Callable[..., str]) -> str:
     return make_database(pg18, SAMPLE_SQL)
@@ -248,12 +275,8 @@ def test_s3_killed_during_the_upload(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
-    # Random hex barely compresses: a ~200 MB archive, uploaded in ~25 parts, so the kill lands mid-upload.
-    url = make_database(
-        pg18,
-        "CREATE TABLE big AS SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) AS h "
-        "FROM generate_series(1, 2000000) g",
-    )
+    # A ~200 MB archive, uploaded in ~25 parts, so the kill lands mid-upload.
+    url = random_hex_database(pg18, make_database, 2_000_000)
     folder = tmp_path / "backups"
     env = {
         "DATABASE_URL": url,
@@ -265,16 +288,7 @@ def test_s3_killed_during_the_upload(
     first = run_cli("backup", "postgres", env=env)
     assert first.code == 0, first.output
     before = {str(e["file"]) for e in entries(folder)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chrono_ci", "backup", "postgres"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, s3_bucket):
-        time.sleep(0.005)
+    proc = backup_until_the_multipart_upload_starts(env, seaweedfs, s3_bucket)
     seaweedfs.kill()
     try:
         output, _ = proc.communicate(timeout=180)
@@ -309,24 +323,10 @@ def test_s3_killed_for_ten_seconds_during_the_upload_is_ridden_out(
     tmp_path: Path,
 ) -> None:
     # About 100 MB of archive in 8 MiB parts: the kill lands while parts are still going up.
-    url = make_database(
-        pg18,
-        "CREATE TABLE big AS SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) AS h "
-        "FROM generate_series(1, 1000000) g",
-    )
+    url = random_hex_database(pg18, make_database, 1_000_000)
     folder = tmp_path / "backups"
     env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), "S3_RETRY_DEADLINE": "60", **s3_env(seaweedfs, s3_bucket)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chrono_ci", "backup", "postgres"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, s3_bucket):
-        time.sleep(0.005)
-    assert unfinished_uploads(seaweedfs, s3_bucket), "the multipart upload never started"
+    proc = backup_until_the_multipart_upload_starts(env, seaweedfs, s3_bucket)
     seaweedfs.kill()  # in the middle of the multipart upload: it is listed, so not completed
     time.sleep(10)
     seaweedfs.start()
