@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
@@ -25,6 +26,9 @@ from tests.fixtures.github import FakeArtifactService, make_artifact_storage, si
 from tests.fixtures.postgres import TEST_PASSWORD, CliResult, PgServer
 from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import EXPECTED_TABLES, SAMPLE_SQL
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 Run = Callable[..., CliResult]
 PREFIX = "team/db-backups"
@@ -50,8 +54,16 @@ def objects(seaweedfs: SeaweedFS, bucket: str, prefix: str = PREFIX) -> dict[str
     return {o["Key"].rsplit("/", 1)[1]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
 
+_WATCHERS: dict[str, S3Client] = {}
+
+
 def unfinished_uploads(seaweedfs: SeaweedFS, bucket: str) -> list[str]:
-    return [u["Key"] for u in seaweedfs.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    # One client per server, kept: making a boto3 client costs up to a second under load, long enough for a
+    # watch loop to miss an upload of a few seconds entirely. A restarted server keeps its endpoint.
+    if seaweedfs.endpoint_url not in _WATCHERS:
+        _WATCHERS[seaweedfs.endpoint_url] = seaweedfs.client()
+    client = _WATCHERS[seaweedfs.endpoint_url]
+    return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
 
 def random_hex_database(pg18: PgServer, make_database: Callable[..., str], rows: int) -> str:
@@ -74,10 +86,18 @@ def backup_until_the_multipart_upload_starts(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not unfinished_uploads(seaweedfs, bucket):
+
+    def in_flight() -> bool:
+        return bool(unfinished_uploads(seaweedfs, bucket))
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None and not in_flight():
         time.sleep(0.005)
-    assert unfinished_uploads(seaweedfs, bucket), "the multipart upload never started"
+    if not in_flight():
+        if proc.poll() is None:
+            proc.kill()
+        output, _ = proc.communicate(timeout=60)
+        raise AssertionError(f"the multipart upload never started (exit {proc.returncode}):\n{output}")
     return proc
 
 
