@@ -38,7 +38,14 @@ from tests.fixtures.seaweedfs_server import SeaweedFS
 from tests.sample import SAMPLE_SQL
 from tests.test_backup import tmpfs
 from tests.test_recovery import backed_up, entries, env_for, folder_state, state  # noqa: F401 - a fixture
-from tests.test_upload import PREFIX, objects, s3_env, unfinished_uploads
+from tests.test_upload import (
+    PREFIX,
+    backup_until_the_multipart_upload_starts,
+    objects,
+    random_hex_database,
+    s3_env,
+    unfinished_uploads,
+)
 
 AGE_RECIPIENT = str(pyrage.x25519.Identity.generate().to_public())
 
@@ -474,22 +481,11 @@ def test_a_multipart_upload_of_a_killed_run_is_aborted_even_unrecorded(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
-    # Random hex barely compresses: over 100 MB of archive, many 8 MiB parts, so the kill lands mid-upload.
-    url = make_database(
-        pg18,
-        "CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS h "
-        "FROM generate_series(1, 2000000) g",
-    )
+    # Over 100 MB of archive, many 8 MiB parts, so the kill lands mid-upload.
+    url = random_hex_database(pg18, make_database, 1_400_000)
     folder = tmp_path / "backups"
     env = {"DATABASE_URL": url, "BACKUP_DIR": str(folder), **s3_env(seaweedfs, s3_bucket)}
-    proc = _start(["backup", "postgres"], env)
-
-    def uploading() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"the backup ended before it could be killed mid-upload:\n{proc.communicate()[0]}")
-        return bool(unfinished_uploads(seaweedfs, s3_bucket))
-
-    _wait_for(uploading, "a multipart upload to start")
+    proc = backup_until_the_multipart_upload_starts(env, seaweedfs, s3_bucket)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     (abandoned,) = unfinished_uploads(seaweedfs, s3_bucket)
