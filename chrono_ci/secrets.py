@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TextIO
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -49,14 +49,8 @@ class SecretSet:
     def scrub(self, text: str) -> str:
         return scrub(text, self._values)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._values))
-
     def __contains__(self, value: object) -> bool:
         return value in self._values
-
-    def __len__(self) -> int:
-        return len(self._values)
 
 
 def escape_data(text: str) -> str:
