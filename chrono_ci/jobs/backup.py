@@ -27,7 +27,8 @@ from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import ChronoError, StorageError, VerificationFailed
 from chrono_ci.pipeline.fanout import Destination, put_everywhere
-from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_stages
+from chrono_ci.pipeline.roundtrip import RoundTrip
+from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_compressor
 from chrono_ci.profiles import profile_for
 from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.retention.apply import abort_abandoned_uploads, rotate, rotate_remote
@@ -41,7 +42,7 @@ from chrono_ci.storage.base import CHUNK_SIZE
 from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_leftovers
 from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
 from chrono_ci.timestamps import iso_z
-from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
+from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream, check_written, reread_checksum
 
 
 @dataclass
@@ -125,13 +126,11 @@ def run_backup(
         dump = profile.open_dump(tools, target)
         stream = ArchiveStream(
             dump,
-            make_stages(
-                settings.compression,
-                settings.compression_level,
-                encryption.encryptor() if encryption.enabled else None,
-            ),
+            make_compressor(settings.compression, settings.compression_level),
             progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
             profile=kind,
+            encryptor=encryption.encryptor() if encryption.enabled else None,
+            roundtrip=RoundTrip(settings.compression),
         )
         try:
             put_everywhere(destinations, name, stream, record.metadata(), record.seal(settings.signing_key))  # type: ignore[arg-type]
@@ -167,7 +166,7 @@ def run_backup(
     if settings.signing_key is not None:
         record = replace(record, signature=settings.signing_key.sign(record.signed()))
 
-    check = _check_primary(primary, name, settings, record)
+    check = _check_primary(primary, name, settings, record, stream)
     if not check.ok:
         # An archive that fails its own check must not linger looking like a backup.
         _discard_everywhere(destinations, name)
@@ -304,11 +303,26 @@ def _discard_everywhere(destinations: list[Destination], name: str) -> None:
                 destination.storage.delete(name)
 
 
-def _check_primary(primary: Destination, name: str, settings: Settings, record: ArchiveRecord) -> IntegrityReport:
-    # The row counts were taken from these very bytes a moment ago: the check proves the stored file (checksum,
-    # full decompression, trailer, size) without paying for the count twice.
+def _check_primary(
+    primary: Destination, name: str, settings: Settings, record: ArchiveRecord, stream: ArchiveStream
+) -> IntegrityReport:
+    """The guide's integrity check after every backup, without paying for a second decompression: the stream
+    was decompressed again as it was written (`stream.proof`), so what remains is the stored bytes against the
+    sha256 computed in the stream. An archive we can decrypt is read back in full: the age layer is proven
+    only by decrypting it."""
     encrypted = settings.encryption.enabled
     decrypt = _decrypt_for_check(settings)
+    if primary.target == "local" and not (encrypted and decrypt is not None):
+        return check_written(
+            name,
+            record,
+            stream.proof,
+            reread_checksum(settings.backup_dir / name, record),
+            trailer_seen=stream.stats.trailer_seen,
+            decryption_unchecked=encrypted,
+        )
+    # The row counts were taken from these very bytes a moment ago: the full check proves the stored archive
+    # (checksum, decryption, full decompression, trailer, size) without paying for the count twice.
     if primary.target == "local":
         return check_archive(
             settings.backup_dir / name,

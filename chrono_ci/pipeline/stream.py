@@ -1,7 +1,8 @@
 """The streaming stages between pg_dump's stdout and storage, in constant memory.
 
-raw bytes -> (byte count, sha256, per-table row counts from COPY blocks, trailer watch) -> compressor ->
-(stored byte count, sha256) -> the storage backend's put(), which reads this as a stream.
+raw bytes -> (byte count, per-table row counts from COPY blocks, dump rules, trailer watch) -> compressor ->
+(decompressed again on a thread, chrono_ci/pipeline/roundtrip.py) -> encryptor, if any -> the storage backend's
+put(), which reads this as a stream and computes the stored bytes' size and sha256.
 
 At the end of the stream, before the compressor's last bytes are handed over, the dump is judged: pg_dump must
 have exited 0, the plain-format trailer must have been seen and the stream must not be empty. If not, read()
@@ -23,6 +24,7 @@ from chrono_ci.config.options import Compression
 from chrono_ci.dump.pg_dump import DumpSource
 from chrono_ci.errors import DumpFailed
 from chrono_ci.pipeline.dumprules import DumpReader
+from chrono_ci.pipeline.roundtrip import RoundTrip, RoundTripResult
 from chrono_ci.storage.base import CHUNK_SIZE
 
 TRAILER = b"-- PostgreSQL database dump complete"
@@ -45,31 +47,6 @@ class _Identity:
 
     def flush(self) -> bytes:
         return b""
-
-
-class _Chain:
-    """Two stages as one: the compressor's output goes through the encryptor."""
-
-    def __init__(self, first: Compressor, second: Compressor) -> None:
-        self.first = first
-        self.second = second
-
-    def compress(self, data: bytes) -> bytes:
-        return self.second.compress(self.first.compress(data))
-
-    def flush(self) -> bytes:
-        return self.second.compress(self.first.flush()) + self.second.flush()
-
-    def close(self) -> None:
-        close = getattr(self.second, "close", None)
-        if close is not None:
-            close()
-
-
-def make_stages(compression: Compression, level: int, encryptor: Compressor | None = None) -> Compressor:
-    """The stored form: compressed, then (optionally) encrypted with age before it touches disk or network."""
-    compressor = make_compressor(compression, level)
-    return compressor if encryptor is None else _Chain(compressor, encryptor)
 
 
 def make_compressor(compression: Compression, level: int) -> Compressor:
@@ -100,10 +77,16 @@ class ArchiveStream:
         compressor: Compressor,
         progress: Callable[[int], None] | None = None,
         profile: str = "postgres",
+        *,
+        encryptor: Compressor | None = None,
+        roundtrip: RoundTrip | None = None,
     ) -> None:
         self.dump = dump
         self.source: IO[bytes] = dump.stdout
         self.compressor = compressor
+        self.encryptor = encryptor
+        self.roundtrip = roundtrip
+        self.proof: RoundTripResult | None = None  # the round trip's verdict, once the stream ended
         self.progress = progress
         self.reader = DumpReader(profile)
         self.stats = StreamStats()
@@ -124,7 +107,7 @@ class ArchiveStream:
             self._tail = (self._tail + chunk[-TRAILER_WINDOW:])[-TRAILER_WINDOW:]
             if self.progress is not None:
                 self.progress(self.stats.raw_bytes)
-            out = self.compressor.compress(chunk)
+            out = self._stored(self.compressor.compress(chunk))
             if out:
                 return out
 
@@ -153,12 +136,26 @@ class ArchiveStream:
             )
         self.stats.trailer_seen = True
         self.stats.tables = dict(self.reader.tables)
+        last = self._stored(self.compressor.flush())
+        if self.encryptor is not None:
+            last += self.encryptor.flush()
+        if self.roundtrip is not None:
+            self.proof = self.roundtrip.finish(self.stats.raw_bytes)
+            self.roundtrip = None
         self._finished = True
-        return self.compressor.flush()
+        return last
+
+    def _stored(self, compressed: bytes) -> bytes:
+        if self.roundtrip is not None:
+            self.roundtrip.feed(compressed)
+        return compressed if self.encryptor is None else self.encryptor.compress(compressed)
 
     def close(self) -> None:
         if not self._finished:
             self.dump.kill()
-        close = getattr(self.compressor, "close", None)
+        if self.roundtrip is not None:
+            self.roundtrip.abandon()
+            self.roundtrip = None
+        close = getattr(self.encryptor, "close", None)
         if close is not None:
             close()  # the encryption thread, if any, stops

@@ -1,8 +1,13 @@
 """The integrity check the guide promises after every backup and before every restore.
 
-A full read of the archive: its sha256 against the metadata, a complete decompression (zstd frame checksum or
-gzip CRC), the dump's trailer, and the raw size and per-table row counts against what was recorded while the
-dump streamed. Restore-verification (a real restore into a scratch database) builds on top of this.
+Of an archive read back (`check_archive`, `check_stream`): a full read, its sha256 against the metadata, a complete
+decompression (zstd frame checksum or gzip CRC), the dump's trailer, and the raw size and per-table row counts
+against what was recorded while the dump streamed. Restore-verification (a real restore into a scratch database)
+builds on top of this.
+
+Of a backup just written (`check_written`): the same checks without a second decompression, which already ran as
+the archive was written (chrono_ci/pipeline/roundtrip.py); only the stored bytes are read again, against the
+sha256 computed in the stream.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from chrono_ci.archive.vouching import Provenance
 from chrono_ci.config.options import Compression
 from chrono_ci.errors import AgeError, AgeKeyError, VerificationFailed
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
+from chrono_ci.pipeline.roundtrip import RoundTripResult
 from chrono_ci.report.console import Reporter
 from chrono_ci.report.results import CheckResult, Tested
 
@@ -166,6 +172,60 @@ def check_stream(
                 else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
             )
     return report
+
+
+def check_written(
+    name: str,
+    record: ArchiveRecord,
+    proof: RoundTripResult | None,
+    stored: Check,
+    *,
+    trailer_seen: bool,
+    decryption_unchecked: bool = False,
+) -> IntegrityReport:
+    """The check of a new archive: its decompression proven as it was written (`proof`), its stored bytes proven by
+    `stored` (a re-read against the stream's sha256, or the store's own checksum), and the trailer and raw size
+    from the stream. With `decryption_unchecked`, the age layer on top could not be opened here (no identity)."""
+    report = IntegrityReport(file=name)
+    if proof is None:
+        report.checks.append(Check("decompression", False, "the archive was not decompressed as it was written"))
+    else:
+        report.checks.append(Check("decompression", proof.ok, proof.detail))
+    report.checks.append(stored)
+    report.checks.append(
+        Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
+        if trailer_seen
+        else Check("trailer", False, "the dump's closing line is missing: it was cut off")
+    )
+    raw = record.raw_size_bytes
+    if proof is not None and raw is not None:
+        report.checks.append(
+            Check("raw size", True, f"{proof.raw_bytes} bytes, as recorded")
+            if raw == proof.raw_bytes
+            else Check("raw size", False, f"{proof.raw_bytes} bytes of SQL, {raw} recorded")
+        )
+    if decryption_unchecked:
+        report.checks.append(Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY to decrypt it with"))
+    return report
+
+
+def reread_checksum(path: Path, record: ArchiveRecord) -> Check:
+    """The file as the filesystem returns it now, against the size and sha256 computed while it was written."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb", buffering=0) as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        return Check("checksum", False, f"cannot read {path} back: {exc.strerror}")
+    if record.size_bytes is not None and size != record.size_bytes:
+        return Check("checksum", False, f"{size} bytes read back from disk, {record.size_bytes} written")
+    actual = digest.hexdigest()
+    if actual != record.sha256:
+        return Check("checksum", False, f"sha256 {actual} read back from disk, {record.sha256} written")
+    return Check("checksum", True, f"sha256 {actual[:16]}... read back from disk, as written")
 
 
 def _checksum_check(actual: str, record: ArchiveRecord | None) -> Check:
