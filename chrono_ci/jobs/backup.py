@@ -313,6 +313,7 @@ def _check_primary(
     encrypted = settings.encryption.enabled
     decrypt = _decrypt_for_check(settings)
     if primary.target == "local" and not (encrypted and decrypt is not None):
+        assert stream.proof is not None, "the stream ended, so the round trip gave its verdict"
         return check_written(
             name,
             record,

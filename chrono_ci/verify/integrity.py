@@ -177,7 +177,7 @@ def check_stream(
 def check_written(
     name: str,
     record: ArchiveRecord,
-    proof: RoundTripResult | None,
+    proof: RoundTripResult,
     stored: Check,
     *,
     trailer_seen: bool,
@@ -187,10 +187,7 @@ def check_written(
     `stored` (a re-read against the stream's sha256, or the store's own checksum), and the trailer and raw size
     from the stream. With `decryption_unchecked`, the age layer on top could not be opened here (no identity)."""
     report = IntegrityReport(file=name)
-    if proof is None:
-        report.checks.append(Check("decompression", False, "the archive was not decompressed as it was written"))
-    else:
-        report.checks.append(Check("decompression", proof.ok, proof.detail))
+    report.checks.append(Check("decompression", proof.ok, proof.detail))
     report.checks.append(stored)
     report.checks.append(
         Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
@@ -198,7 +195,7 @@ def check_written(
         else Check("trailer", False, "the dump's closing line is missing: it was cut off")
     )
     raw = record.raw_size_bytes
-    if proof is not None and raw is not None:
+    if raw is not None:
         report.checks.append(
             Check("raw size", True, f"{proof.raw_bytes} bytes, as recorded")
             if raw == proof.raw_bytes
