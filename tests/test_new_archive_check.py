@@ -24,7 +24,7 @@ from chrono_ci.storage.local import LocalStorage
 from tests.fixtures.postgres import PgServer
 from tests.sample import SAMPLE_SQL
 
-SQL = b"".join(b"%d\tsome text of row %d\t{\"k\": %d}\n" % (i, i, i % 97) for i in range(200_000))
+SQL = b"".join(b'%d\tsome text of row %d\t{"k": %d}\n' % (i, i, i % 97) for i in range(200_000))
 
 
 def stored(compression: str, data: bytes = SQL, piece: int = 1 << 20) -> list[bytes]:

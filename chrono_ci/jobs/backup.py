@@ -26,6 +26,7 @@ from chrono_ci.archive.names import reserve_archive_name
 from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import ChronoError, StorageError, VerificationFailed
+from chrono_ci.jobs.dump_start import start_dump
 from chrono_ci.pipeline.fanout import Destination, put_everywhere
 from chrono_ci.pipeline.roundtrip import RoundTrip
 from chrono_ci.pipeline.stream import ENCRYPTED_SUFFIX, EXTENSIONS, ArchiveStream, make_compressor
@@ -34,8 +35,7 @@ from chrono_ci.report.console import Reporter, human_size
 from chrono_ci.retention.apply import abort_abandoned_uploads, rotate, rotate_remote
 from chrono_ci.retention.policy import Decision
 from chrono_ci.secrets import add_mask
-from chrono_ci.source.target import DatabaseTarget, probe_server
-from chrono_ci.source.tools import choose_pg_tools
+from chrono_ci.source.target import DatabaseTarget
 from chrono_ci.storage import open_storage
 from chrono_ci.storage.artifacts.naming import artifact_name_for
 from chrono_ci.storage.base import CHUNK_SIZE
@@ -92,45 +92,47 @@ def run_backup(
     artifact = artifact_name_for(artifact_name, extension, artifact_kind) if artifact_name else None
     destinations = open_destinations(settings, env, reporter, artifact)
 
-    reporter.info(f"connecting to {target.display()}")
-    profile.check_url(target)
-    server = probe_server(target)
-    tools = choose_pg_tools(server, settings.pg_bin_dir)
-    profile.check_access(target)
-    reporter.ok(
-        f"PostgreSQL {server.version} ({server.database} as {server.user}); "
-        f"pg_dump {tools.version} from {tools.origin} ({tools.bin_dir})"
-    )
-
+    compressor = make_compressor(settings.compression, settings.compression_level)
     created = clock()
     reservation = reserve_archive_name(folder, kind, series, created, extension)
     name = reservation.name
-    record = ArchiveRecord(
-        file=name,
-        kind=kind,
-        series=series,
-        database=target.dbname,
-        host=target.host,
-        port=target.port,
-        source=source_id(target),
-        created_at=iso_z(created),
-        compression=settings.compression,
-        compression_level=settings.compression_level if settings.compression != "none" else None,
-        profile=profile.kind,
-        encryption=encryption.method,
-        tool_version=__version__,
-        local=settings.keep_local,
-    )
-    started = time.monotonic()
     try:
-        dump = profile.open_dump(tools, target)
+        reporter.info(f"connecting to {target.display()}")
+        started = time.monotonic()
+        begun = start_dump(profile, target, settings.pg_bin_dir)
+        server, tools = begun.server, begun.tools
+        try:
+            encryptor = encryption.encryptor() if encryption.enabled else None
+        except BaseException:
+            begun.dump.kill()
+            raise
         stream = ArchiveStream(
-            dump,
-            make_compressor(settings.compression, settings.compression_level),
+            begun.dump,
+            compressor,
             progress=lambda done: reporter.progress(done, f"dumping {target.dbname}"),
             profile=kind,
-            encryptor=encryption.encryptor() if encryption.enabled else None,
+            encryptor=encryptor,
             roundtrip=RoundTrip(settings.compression),
+        )
+        reporter.ok(
+            f"PostgreSQL {server.version} ({server.database} as {server.user}); "
+            f"pg_dump {tools.version} from {tools.origin} ({tools.bin_dir})"
+        )
+        record = ArchiveRecord(
+            file=name,
+            kind=kind,
+            series=series,
+            database=target.dbname,
+            host=target.host,
+            port=target.port,
+            source=source_id(target),
+            created_at=iso_z(created),
+            compression=settings.compression,
+            compression_level=settings.compression_level if settings.compression != "none" else None,
+            profile=profile.kind,
+            encryption=encryption.method,
+            tool_version=__version__,
+            local=settings.keep_local,
         )
         try:
             put_everywhere(destinations, name, stream, record.metadata(), record.seal(settings.signing_key))  # type: ignore[arg-type]
@@ -157,7 +159,7 @@ def run_backup(
         size_bytes=stored.size,
         sha256=stored.metadata["sha256"],
         raw_size_bytes=stats.raw_bytes,
-        parts=profile.parts(dump),
+        parts=profile.parts(begun.dump),
         server_version=server.version,
         pg_dump_version=tools.version,
         duration_seconds=round(duration, 3),

@@ -23,6 +23,9 @@ class Profile:
     kind: str  # the archive names' KIND: postgres | supabase
     url_setting: str  # the variable of its database
     optional: bool = False  # `backup all` skips it, without failing, when its database is not configured
+    # Its dump may start while the server is still being probed (chrono_ci/jobs/dump_start.py): nothing it
+    # reads must be checked first. The probe still decides; a dump it disagrees with is killed unread.
+    starts_before_probe: bool = False
 
     def configured(self, settings: Settings) -> DatabaseTarget | None:
         """Its database in the settings, if any."""

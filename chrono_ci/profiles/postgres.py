@@ -22,6 +22,7 @@ class PostgresProfile(Profile):
     kind = "postgres"
     url_setting = "DATABASE_URL"
     optional = False
+    starts_before_probe = True  # pg_dump reads what the role may read; nothing to check before it starts
 
     def configured(self, settings: Settings) -> DatabaseTarget | None:
         return settings.database

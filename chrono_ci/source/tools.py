@@ -113,7 +113,11 @@ def _is_debian_wrapper(path: Path) -> bool:
 def choose_pg_tools(server: ServerInfo, only: Path | None = None) -> PgTools:
     """A client whose major is >= the server's: the same major when there is one (its dumps restore into that
     server without edits), else the newest."""
-    tools = find_pg_tools(only)
+    return pick_pg_tools(find_pg_tools(only), server, only)
+
+
+def pick_pg_tools(tools: list[PgTools], server: ServerInfo, only: Path | None = None) -> PgTools:
+    """choose_pg_tools on the installations already found (`tools`, newest first)."""
     fitting = [t for t in tools if t.major >= server.major]
     same = [t for t in fitting if t.major == server.major]
     if same:
