@@ -191,6 +191,11 @@ LAZY_BEFORE_DUMP = (
     "chrono_ci.verify.scratch",
     "chrono_ci.source.embedded",
     "chrono_ci.jobs.status",
+    # the other commands' modules: loaded when asked for (chrono_ci/cli/app.py)
+    "chrono_ci.cli.recovery",
+    "chrono_ci.cli.status",
+    "chrono_ci.cli.prune",
+    "chrono_ci.cli.demo",
 )
 # Runs chrono-ci in this process, and writes the modules it has loaded when it starts pg_dump (not the
 # discovery's `pg_dump --version`): the interpreter's own audit event for every subprocess started.

@@ -37,6 +37,7 @@ import typer.main
 from chrono_ci.cli.app import app
 from chrono_ci.config.settings import OPTIONS
 from chrono_ci.errors import ExitCode
+from tests.fixtures.cli_tree import subcommands
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chrono_ci"
@@ -424,11 +425,11 @@ def test_a_missing_row_is_noticed() -> None:
 def _commands(command: object, prefix: str = "") -> Iterator[str]:
     """Every command path of the CLI, as typed: "backup postgres", "recovery list", "status", ...
 
-    Duck-typed: Typer ships its own copy of click, so a group is anything with a `commands` mapping.
+    Duck-typed: Typer ships its own copy of click, so a group is anything with `list_commands`.
     """
-    for name, sub in getattr(command, "commands", {}).items():
+    for name, sub in subcommands(command).items():
         path = f"{prefix} {name}".strip()
-        if getattr(sub, "commands", None):
+        if subcommands(sub):
             yield from _commands(sub, path)
         else:
             yield path

@@ -19,6 +19,7 @@ from chrono_ci.config.options import BY_ENV, SETTING, SETTINGS
 from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import ConfigError
 from tests import option_docs
+from tests.fixtures.cli_tree import subcommands
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chrono_ci"
@@ -157,7 +158,7 @@ def test_one_grammar_for_variables_and_inputs(name: str, raw: str, message: str)
 
 
 def _commands(command: object, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, sub in getattr(command, "commands", {}).items():
+    for name, sub in subcommands(command).items():
         path = (*prefix, name)
         yield path
         yield from _commands(sub, path)
@@ -197,7 +198,7 @@ def test_help_shows_each_settings_variable_and_default(command: tuple[str, ...])
         extra += f"; default: {setting.shown_default}]" if setting.shown_default is not None else "]"
         assert setting.help.rstrip(".") in flat, (setting.env, text)
         assert extra in flat, (setting.env, text)
-    leaf = command and not getattr(_command_at(command), "commands", None)
+    leaf = command and not subcommands(_command_at(command))
     if leaf and command != ("demo",):
         assert "--json" in text  # accepted after the command as well as before
         if command != ("backup", "test") and command[0] != "status":
@@ -207,7 +208,7 @@ def test_help_shows_each_settings_variable_and_default(command: tuple[str, ...])
 def _command_at(path: tuple[str, ...]) -> object:
     command: object = typer.main.get_command(app)
     for name in path:
-        command = getattr(command, "commands", {})[name]
+        command = subcommands(command)[name]
     return command
 
 

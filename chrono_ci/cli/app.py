@@ -1,34 +1,84 @@
 """The chrono-ci command: the Typer app, its global options, the commands of chrono_ci.cli's other modules
 registered on it, and `main`, which turns SIGTERM and SIGINT into a clean stop.
 
-Each command parses, resolves settings, calls one function and prints. Logic lives in the modules."""
+Each command parses, resolves settings, calls one function and prints. Logic lives in the modules.
+
+The commands are loaded when asked for (click's lazily loaded subcommands): `chrono-ci backup postgres` imports
+chrono_ci/cli/backup.py and what it needs, not the modules of `recovery`, `status`, `prune` and `demo`, which
+would only delay pg_dump's start. `--help` and an unknown command load them all, so the listing and the
+suggestions for a typo are complete."""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from chrono_ci.cli import backup, demo, prune, recovery, status
 from chrono_ci.cli.command import State
 from chrono_ci.errors import ExitCode, Interrupted
 from chrono_ci.report.console import Reporter
 
+if TYPE_CHECKING:  # the click that typer (0.27 and later) carries inside itself: what TyperGroup's methods take
+    from typer._click import Context as ClickContext
+
+# Each command: the module and the Typer app or function that makes it, in the order `--help` lists them.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "prune": ("chrono_ci.cli.prune", "prune"),
+    "demo": ("chrono_ci.cli.demo", "demo"),
+    "status": ("chrono_ci.cli.status", "status"),
+    "backup": ("chrono_ci.cli.backup", "backup_app"),
+    "recovery": ("chrono_ci.cli.recovery", "recovery_app"),
+}
+
+
+def _typer_app() -> typer.Typer:
+    # Plain click help: the same text in a terminal and a CI log, each option's variable and default shown as
+    # written ([env var: X; default: Y]) instead of being taken for markup.
+    return typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+def _build(name: str) -> TyperCommand | TyperGroup:
+    """The command `name`, made as the app would make it had it been registered up front."""
+    module, attribute = SUBCOMMANDS[name]
+    made = getattr(importlib.import_module(module), attribute)
+    holder = _typer_app()
+    if isinstance(made, typer.Typer):
+        holder.add_typer(made, name=name)
+    else:
+        holder.command(name)(made)
+    built = typer.main.get_group(holder).commands[name]
+    assert isinstance(built, TyperCommand | TyperGroup)
+    return built
+
+
+class _LazyCommands(TyperGroup):
+    def list_commands(self, ctx: ClickContext) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> TyperCommand | TyperGroup | None:
+        if cmd_name not in self.commands:
+            # An unknown name loads them all: the error then suggests the closest command.
+            for name in [cmd_name] if cmd_name in SUBCOMMANDS else SUBCOMMANDS:
+                self.commands.setdefault(name, _build(name))
+        found = self.commands.get(cmd_name)
+        assert found is None or isinstance(found, TyperCommand | TyperGroup)
+        return found
+
+
 app = typer.Typer(
     name="chrono-ci",
     help="Verified, streaming PostgreSQL and Supabase backups for CI: dump, prove, rotate, upload, restore.",
+    cls=_LazyCommands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    # Plain click help: the same text in a terminal and a CI log, each option's variable and default shown as
-    # written ([env var: X; default: Y]) instead of being taken for markup.
-    rich_markup_mode=None,
+    rich_markup_mode=None,  # as in _typer_app
 )
-app.add_typer(backup.backup_app, name="backup")
-app.add_typer(recovery.recovery_app, name="recovery")
 
 
 def _version(value: bool) -> None:
@@ -59,11 +109,6 @@ def main_options(
 ) -> None:
     State.json_mode = json_output
     State.debug = debug
-
-
-app.command("prune")(prune.prune)
-app.command("demo")(demo.demo)
-app.command("status")(status.status)
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
