@@ -242,3 +242,33 @@ def test_version_with_other_options_still_goes_through_typer(version_env: dict[s
     wrong = run([str(SCRIPT), "--versions"], version_env)
     assert wrong.returncode == 2
     assert "No such option: --versions" in wrong.stderr
+
+
+def test_commands_load_when_asked_for_and_a_typo_still_gets_its_suggestion(version_env: dict[str, str]) -> None:
+    """chrono_ci/cli/app.py loads a command's module only when that command runs, or for --help and a typo."""
+    probe = (
+        "import sys; sys.argv = ['chrono-ci', *sys.argv[1:]]\n"
+        "from chrono_ci.cli.app import main\n"
+        "try:\n    main()\nfinally:\n"
+        "    print('loaded:', *sorted(m for m in sys.modules if m.startswith('chrono_ci.cli.')), file=sys.stderr)\n"
+    )
+    backup_help = run([sys.executable, "-c", probe, "backup", "--help"], version_env)
+    assert backup_help.returncode == 0, backup_help.stderr
+    loaded = backup_help.stderr.split("loaded:")[1].split()
+    assert "chrono_ci.cli.backup" in loaded
+    assert not {"chrono_ci.cli.recovery", "chrono_ci.cli.status", "chrono_ci.cli.prune", "chrono_ci.cli.demo"} & set(
+        loaded
+    )
+    listing = run([str(SCRIPT), "--help"], version_env)
+    assert listing.returncode == 0
+    rows = listing.stdout.split("Commands:")[1].splitlines()
+    assert [row.split()[0] for row in rows if row.startswith("  ") and not row.startswith("   ")] == [
+        "prune",
+        "demo",
+        "status",
+        "backup",
+        "recovery",
+    ]
+    typo = run([str(SCRIPT), "recovry", "list"], version_env)
+    assert typo.returncode == 2
+    assert "No such command 'recovry'. Did you mean 'recovery'?" in typo.stderr
