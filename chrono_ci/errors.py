@@ -7,6 +7,7 @@ traceback only with --debug.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import ClassVar
 
 
 class ExitCode(IntEnum):
@@ -106,6 +107,16 @@ class AgeKeyError(AgeError, ConfigError):
 
 
 class Interrupted(ChronoError):
-    """Raised from a signal handler so that every `finally` cleans up before the process exits."""
+    """Raised from a signal handler so that every `finally` cleans up before the process exits.
+
+    A library may swallow it where it lands (psycopg's import tries its implementations under `except
+    Exception`), so the handler also leaves it in `requested`, and a job calls `raise_if_requested()` before a
+    wait that only new data would end (reading pg_dump's output)."""
 
     exit_code = ExitCode.TERMINATED
+    requested: ClassVar[Interrupted | None] = None
+
+    @classmethod
+    def raise_if_requested(cls) -> None:
+        if cls.requested is not None:
+            raise cls.requested

@@ -114,11 +114,13 @@ def main_options(
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
     # Raising here unwinds through every `finally`, which removes temp files and kills pg_dump.
     signal.signal(signum, signal.SIG_DFL)
-    raise Interrupted(
+    stop = Interrupted(
         f"Stopped by signal {signal.Signals(signum).name}: nothing was kept from the run in progress.",
         hint="Backups made before the signal are intact. Run again when ready.",
         exit_code=ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED,
     )
+    Interrupted.requested = stop
+    raise stop
 
 
 def main() -> None:

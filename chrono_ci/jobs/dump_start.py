@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chrono_ci.dump.pg_dump import DumpSource
+from chrono_ci.errors import Interrupted
 from chrono_ci.profiles.base import Profile
 from chrono_ci.source.target import DatabaseTarget, ServerInfo, probe_server
 from chrono_ci.source.tools import PgTools, find_pg_tools, pick_pg_tools
@@ -35,6 +36,9 @@ def start_dump(profile: Profile, target: DatabaseTarget, pg_bin_dir: Path | None
         server = probe_server(target)
         tools = pick_pg_tools(found, server, pg_bin_dir)
         profile.check_access(target)
+        # A signal during the probe may have been swallowed by a library; pg_dump may be waiting on a lock,
+        # and reading it would then never end.
+        Interrupted.raise_if_requested()
     except BaseException:
         if early is not None:
             _discard(early)
