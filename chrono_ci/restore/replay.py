@@ -27,6 +27,7 @@ from chrono_ci.errors import AgeError, AgeKeyError, ExitCode, Interrupted, Resto
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
 from chrono_ci.pipeline.sqlscan import CopyData, CopyEnd
+from chrono_ci.restore.row_counts import count_rows
 from chrono_ci.restore.session import (
     ConnectionLost,
     ServerSession,
@@ -362,39 +363,6 @@ class _CountingReader:
         return data
 
 
-def count_rows(session: ServerSession, tables: list[str]) -> dict[str, int | None]:
-    """Every table's row count (None where it does not exist), from inside the restore's transaction.
-
-    A table's own rows, as COPY loaded them: `ONLY`, so that an inheritance parent does not count its children;
-    a partitioned table (loaded through its root) counts its partitions'.
-    """
-    found: dict[str, int | None] = dict.fromkeys(tables)
-    for start in range(0, len(tables), 200):
-        batch = tables[start : start + 200]
-        pairs = [table.partition(".") for table in batch]
-        literals = ", ".join(f"({_literal(schema)}, {_literal(name)})" for schema, _, name in pairs)
-        kinds = {
-            (schema, name): kind
-            for schema, name, kind in session.values(
-                "SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                f"WHERE (n.nspname, c.relname) IN ({literals}) AND c.relkind IN ('r', 'p')"
-            )
-        }
-        present = [(table, (schema, name)) for table, (schema, _, name) in zip(batch, pairs, strict=True)]
-        present = [(table, key) for table, key in present if key in kinds]
-        if not present:
-            continue
-        counts = ", ".join(
-            f"(SELECT count(*) FROM {'' if kinds[key] == 'p' else 'ONLY '}{_ident(key[0])}.{_ident(key[1])})"
-            for _, key in present
-        )
-        row = session.values(f"SELECT {counts}")[0]
-        for (table, _), value in zip(present, row, strict=True):
-            found[table] = int(value or 0)
-    return found
-
-
 def explain_failure(failure: StatementFailed, target: DatabaseTarget, warnings: Sequence[str] = ()) -> RestoreFailed:
     # A Supabase scratch skeleton reports each extension it could not create as a WARNING before the failure.
     missing = missing_extensions("\n".join([failure.primary, failure.detail, *warnings]))
@@ -423,11 +391,3 @@ def explain_failure(failure: StatementFailed, target: DatabaseTarget, warnings: 
 
 def missing_extensions(text: str) -> list[str]:
     return sorted({a or b for a, b in _MISSING_EXTENSION.findall(text)})
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
