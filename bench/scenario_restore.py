@@ -31,7 +31,10 @@ from measure import CommandFailed, Markers, Measurement, log, run_chrono, run_pi
 
 from chrono_ci.source.target import connect
 
-TARGET_VERIFY_RATIO = 1.3
+# The targets: `recovery restore` with its safety checks in the path, the safety backup excluded (it is
+# a backup, measured as such by the backup scenario), and restore-verification, each against a plain restore.
+TARGET_RESTORE_RATIO = 1.1
+TARGET_VERIFY_RATIO = 1.15
 # `chrono-ci recovery restore`: its numbered steps and the safety backup's own lines.
 RESTORE_MARKERS: Markers = (
     ("checked", "==> 2. plan"),
@@ -42,12 +45,12 @@ RESTORE_MARKERS: Markers = (
     ("restored", "ok   restored "),
 )
 RESTORE_PHASES = {
-    "checked": "start + integrity test (full read)",
+    "checked": "start + integrity test (cheap checks; the rest as it streams)",
     "planned": "plan + confirmation",
     "safety_dumped": "safety backup: dump + compress + write",
     "safety_checked": "safety backup: check (re-read)",
     "safety_rest": "safety backup: manifest + rotation",
-    "restored": "the restore (one transaction, row counts proven before COMMIT)",
+    "restored": "the restore (one transaction, integrity + row counts proven before COMMIT)",
     "finished": "report + exit",
 }
 SAFETY_PHASES = ("safety_dumped", "safety_checked", "safety_rest")
@@ -57,8 +60,8 @@ TEST_MARKERS: Markers = (
     ("restored", "ok   restore: "),
 )
 TEST_PHASES = {
-    "checked": "start + integrity test (full read, row counts)",
-    "restored": "scratch db + restore + count(*) + drop",
+    "checked": "start + integrity test (cheap checks; the rest as it streams)",
+    "restored": "scratch db + restore (integrity proven as it streams) + count(*) + drop",
     "finished": "exit",
 }
 DECOMPRESSORS = {"zstd": ["zstd", "-dc", "-q"], "gzip": ["gzip", "-dc"], "none": ["cat"]}
@@ -193,15 +196,17 @@ def restore_scenario(ctx: Context) -> ScenarioResult:
     def phase_sum(m: Measurement, phases: Sequence[str]) -> float:
         return sum(m.phases.get(phase, 0.0) for phase in phases)
 
+    unsafe = [m.wall - phase_sum(m, SAFETY_PHASES) for m in restores]
     table: list[tuple[str, list[float]]] = [
         (f"{DECOMPRESSORS[compression][0]} -dc | psql --single-transaction  (plain, the baseline)", plains),
         ("chrono-ci recovery restore FILE --yes  (whole command)", [m.wall for m in restores]),
+        ("  without the safety backup (what the target measures)", unsafe),
         ("  of which the restore step alone (5.)", [m.phases.get("restored", 0.0) for m in restores]),
-        ("  of which the safety backup (4.)", [phase_sum(m, SAFETY_PHASES) for m in restores]),
+        ("  the safety backup (4.)", [phase_sum(m, SAFETY_PHASES) for m in restores]),
         ("chrono-ci recovery test FILE --restore  (restore-verification)", [m.wall for m in verifies]),
         ("  of which scratch db + restore + count(*)", [m.phases.get("restored", 0.0) for m in verifies]),
     ]
-    keys = ["plain", "restore", "restore_step", "safety_backup", "verify", "verify_restore_step"]
+    keys = ["plain", "restore", "restore_unsafe", "restore_step", "safety_backup", "verify", "verify_restore_step"]
     rows: list[list[str]] = []
     summary: dict[str, Any] = {}
     for key, (label, walls) in zip(keys, table, strict=True):
@@ -215,13 +220,16 @@ def restore_scenario(ctx: Context) -> ScenarioResult:
     ]
 
     verify_ratio = summary["verify"]["median_ratio"]
+    restore_ratio = summary["restore_unsafe"]["median_ratio"]
     lines += [
         "",
-        "targets (performance.md):",
-        f"  restore-verification <= {TARGET_VERIFY_RATIO:.1f}x a plain restore   chrono-ci {verify_ratio:.2f}x   "
+        "targets:",
+        f"  recovery restore without its safety backup <= {TARGET_RESTORE_RATIO:.2f}x a plain restore   "
+        f"chrono-ci {restore_ratio:.2f}x   {verdict(restore_ratio <= TARGET_RESTORE_RATIO)}",
+        f"  restore-verification <= {TARGET_VERIFY_RATIO:.2f}x a plain restore   chrono-ci {verify_ratio:.2f}x   "
         f"{verdict(verify_ratio <= TARGET_VERIFY_RATIO)}",
-        f"  (no target) recovery restore: the restore step alone {summary['restore_step']['median_ratio']:.2f}x, "
-        f"the whole command {summary['restore']['median_ratio']:.2f}x the plain restore",
+        f"  (no target) the restore step alone {summary['restore_step']['median_ratio']:.2f}x, the whole "
+        f"recovery restore with its safety backup {summary['restore']['median_ratio']:.2f}x the plain restore",
     ]
     lines += _split_lines("chrono-ci recovery restore, split", restores, RESTORE_PHASES, plain_median)
     lines += _split_lines("chrono-ci recovery test --restore, split", verifies, TEST_PHASES, plain_median)
@@ -269,11 +277,16 @@ def restore_scenario(ctx: Context) -> ScenarioResult:
         "psql": psql,
         "summary": summary,
         "targets": {
+            "restore_ratio": {
+                "limit": TARGET_RESTORE_RATIO,
+                "value": restore_ratio,
+                "ok": restore_ratio <= TARGET_RESTORE_RATIO,
+            },
             "verify_ratio": {
                 "limit": TARGET_VERIFY_RATIO,
                 "value": verify_ratio,
                 "ok": verify_ratio <= TARGET_VERIFY_RATIO,
-            }
+            },
         },
         "restore_phases_median_seconds": {p: phase_median(restores, p) for p in RESTORE_PHASES},
         "verify_phases_median_seconds": {p: phase_median(verifies, p) for p in TEST_PHASES},

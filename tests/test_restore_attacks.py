@@ -142,18 +142,22 @@ def attack_text(scene: Scene, attack: str) -> str:
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
-def test_a_planted_archive_is_refused_before_anything_is_touched(backed_up: Scene, run_cli: Run, attack: str) -> None:
+def test_a_planted_archive_is_refused_before_it_runs_anything(backed_up: Scene, run_cli: Run, attack: str) -> None:
     name = plant(backed_up.folder, backed_up.hostile(attack_text(backed_up, attack)))
     result = run_cli("recovery", "restore", name, "--yes", env=backed_up.env)
-    assert_error(result, UNSAFE, "was refused before anything was touched: line ", "pg_dump never writes")
+    # Its record matches it, so the cheap checks pass; the dump rules refuse it as it streams, before the
+    # statement reaches the server, and the transaction is rolled back.
+    assert_error(result, UNSAFE, "was refused: line ", "pg_dump never writes", "nothing was changed")
     backed_up.assert_untouched()
-    assert not [e for e in entries(backed_up.folder) if e["series"] == "safety"]  # refused before step 4
     tested = run_cli("recovery", "test", name, "--restore", env=backed_up.env)
     assert tested.code == UNSAFE, tested.output
     assert "contents" in tested.output and "refused" in tested.output
     backed_up.assert_untouched()
-    # Defense in depth: the archive may change between the integrity test and the restore that follows, so the
-    # replay refuses it on its own too.
+    # The dry run reads the whole archive first, as nothing streams there.
+    dry = run_cli("recovery", "restore", name, "--dry-run", env=backed_up.env)
+    assert_error(dry, UNSAFE, "was refused before anything was touched: line ")
+    assert "==> 2. plan" not in dry.output
+    # The replay refuses it on its own, whatever its caller checked.
     target = parse_database_url(backed_up.url)
     with pytest.raises(ArchiveRefused, match="refused"):
         replay_archive(backed_up.folder / name, "zstd", target, expected=Expected(), preamble=emptying(target))

@@ -52,9 +52,10 @@ def require_provenance(
     now: datetime,
 ) -> Provenance:
     """Before a restore (or a restore-verification): the archive must have a trusted record whose name, size and
-    signature match it. Its sha256 is compared by the integrity check that reads it next, which refuses a
-    mismatch. Raises Untrusted (exit 10) unless `allow_unlisted`, VerificationFailed (exit 7) when the file's
-    size is not the one its record gives. Returns what --json reports as `provenance`.
+    signature match it. Its sha256 is compared by the integrity check that reads it, next or as it streams into
+    the restore's transaction (before COMMIT), which refuses a mismatch. Raises Untrusted (exit 10) unless
+    `allow_unlisted`, VerificationFailed (exit 7) when the file's size is not the one its record gives. Returns
+    what --json reports as `provenance`.
     """
     name = archive.path.name
     recorded = archive.claims.size if archive.claims is not None else None

@@ -14,17 +14,20 @@ chrono-ci runs the archive itself, over one libpq connection, instead of handing
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.options import Compression
-from chrono_ci.errors import ExitCode, Interrupted, RestoreFailed, VerificationFailed
+from chrono_ci.errors import AgeError, AgeKeyError, ExitCode, Interrupted, RestoreFailed, VerificationFailed
 from chrono_ci.pipeline.dumprules import COPY, MAX_STATEMENT, RUN, DumpReader, Verdict
 from chrono_ci.pipeline.read import ArchiveContents, Decryptor, read_archive
 from chrono_ci.pipeline.sqlscan import CopyData, CopyEnd
+from chrono_ci.restore.row_counts import count_rows
 from chrono_ci.restore.session import (
     ConnectionLost,
     ServerSession,
@@ -34,6 +37,8 @@ from chrono_ci.restore.session import (
     terminateother_sessions,
 )
 from chrono_ci.source.target import DatabaseTarget
+from chrono_ci.storage.base import CHUNK_SIZE
+from chrono_ci.verify.integrity import Check, IntegrityReport, contents_checks, damaged_checks
 
 _MISSING_EXTENSION = re.compile(
     r'extension "([^"]+)" is not available|could not open extension control file "[^"]*/([^/"]+)\.control"'
@@ -72,6 +77,7 @@ class Expected:
     sha256: str | None = None
     raw_size: int | None = None
     tables: dict[str, int] | None = None
+    size: int | None = None  # the stored bytes'
 
     @staticmethod
     def of(record: ArchiveRecord | None, contents: ArchiveContents | None) -> Expected:
@@ -80,10 +86,12 @@ class Expected:
         sha256 = record.sha256 if record is not None else None
         raw = record.raw_size_bytes if record is not None else None
         tables = record.tables if record is not None else None
+        size = record.size_bytes if record is not None else None
         return Expected(
             sha256=sha256 if sha256 is not None else contents.stored_sha256 if contents else None,
             raw_size=raw if raw is not None else contents.raw_bytes if contents else None,
             tables=dict(tables) if tables is not None else dict(contents.tables) if contents else None,
+            size=size if size is not None else contents.stored_bytes if contents else None,
         )
 
 
@@ -123,10 +131,15 @@ def replay_archive(
     decrypt: Callable[[], Decryptor] | None = None,
     sessions: SessionRules | None = None,
     proof: Proof | None = None,
+    integrity: IntegrityReport | None = None,
 ) -> ReplayOutcome:
     """Restore `archive` into `target` in one transaction, proven before COMMIT (or, with commit=False, rolled
     back once proven: a restore-verification). Raises (target untouched): ArchiveRefused, VerificationFailed,
-    RestoreFailed, MissingExtensions, Interrupted."""
+    RestoreFailed, MissingExtensions, Interrupted.
+
+    `integrity` receives the archive's named checks as the stream found them (checksum, decompression, trailer,
+    contents, raw size, row counts), whether the replay then succeeds or raises."""
+    integrity = integrity if integrity is not None else IntegrityReport(file=archive.name)
     rules = sessions or SessionRules()
     session = ServerSession(target)
     committed = False
@@ -144,7 +157,7 @@ def replay_archive(
         for statement in preamble:
             _run_ours(session, statement, target)
         session.execute(lock_timeout)  # the preamble may have reset it
-        outcome = _stream(session, archive, compression, target, expected, profile, server_major, decrypt)
+        outcome = _stream(session, archive, compression, target, expected, profile, server_major, decrypt, integrity)
         # Deferred checks and triggers run now, before the proof, so that COMMIT has nothing left that can fail.
         session.execute("SET CONSTRAINTS ALL IMMEDIATE")
         tables = expected.tables if expected.tables is not None else outcome.tables
@@ -228,12 +241,20 @@ def _stream(
     profile: str,
     server_major: int,
     decrypt: Callable[[], Decryptor] | None,
+    integrity: IntegrityReport,
 ) -> ReplayOutcome:
+    """Send the archive, and prove it as it streams: everything a full read before the restore would check
+    (chrono_ci.verify.integrity) is known once its last byte is read, before COMMIT.
+
+    A server error or a COPY the server counts differently stops the sending but not the reading: the rest of the
+    archive is read and judged, so that damage or a refused statement later in the file is reported as such
+    (exit 7 or 10), as a full read before the restore would have, rather than as a failed restore (exit 8)."""
     from psycopg import pq
 
     reader = DumpReader(profile, server_major=server_major, keep=MAX_STATEMENT, restoring=True)
     outcome = ReplayOutcome(tables={})
     copy_line = 0
+    stopped: StatementFailed | ArchiveRefused | None = None  # the first failure; nothing is sent after it
 
     def apply(items: list[Verdict | CopyData | CopyEnd]) -> None:
         nonlocal copy_line
@@ -264,73 +285,82 @@ def _stream(
                             hint="Do not restore this archive; choose another from `chrono-ci recovery list`.",
                         )
                 outcome.statements += 1
+
+    def take(items: list[Verdict | CopyData | CopyEnd]) -> None:
+        nonlocal stopped
+        if stopped is None:
+            try:
+                apply(items)
+            except (StatementFailed, ArchiveRefused) as failure:
+                stopped = failure
+                # The transaction is lost: end it now, so its locks are not held while the rest is read.
+                with contextlib.suppress(StatementFailed, ConnectionLost):
+                    session.execute("ROLLBACK")
         if reader.refusal is not None:
+            integrity.checks = [Check("contents", False, f"refused: {reader.refusal.message()}")]
             raise ArchiveRefused(
-                f"The archive was refused: {reader.refusal.message()}. The restore was rolled back; the target is "
-                "exactly as it was.",
+                f"{archive.name} was refused: {reader.refusal.message()}. The restore was rolled back before "
+                "COMMIT: nothing was changed, the target is exactly as it was.",
                 hint="pg_dump never writes this: the archive was altered or planted. Do not restore it; choose "
                 "another archive from `chrono-ci recovery list`, and see SECURITY.md.",
             )
 
     with archive.open("rb") as handle:
-        contents = read_archive(
-            handle,
-            compression,
-            on_raw=lambda data: apply(reader.feed(data)),
-            count_rows=False,
-            decryptor=decrypt() if decrypt is not None else None,
-            max_raw=expected.raw_size,
-        )
-    apply(reader.finish())
+        counted = _CountingReader(handle)
+        try:
+            contents = read_archive(
+                counted,  # type: ignore[arg-type]
+                compression,
+                on_raw=lambda data: take(reader.feed(data)),
+                count_rows=False,
+                decryptor=decrypt() if decrypt is not None else None,
+                # A decompression bomb stops where its record says the SQL ends.
+                max_raw=expected.raw_size,
+            )
+        except (ArchiveRefused, AgeKeyError):
+            raise
+        except (VerificationFailed, AgeError) as damage:
+            with contextlib.suppress(OSError):
+                while counted.read(CHUNK_SIZE):
+                    pass
+            integrity.checks = damaged_checks(damage, counted.count, expected.size)
+            raise _damaged(archive, integrity) from None
+        take(reader.finish())
+    contents = replace(contents, tables=dict(reader.tables), refusal=reader.refusal)
+    integrity.contents = contents
+    integrity.checks = contents_checks(
+        contents, compression, sha256=expected.sha256, raw_size=expected.raw_size, tables=expected.tables
+    )
+    if not integrity.ok:
+        raise _damaged(archive, integrity)
+    if stopped is not None:
+        raise stopped
     outcome.skipped = list(reader.skipped)
     outcome.tables = dict(reader.tables)
-    problems = []
-    if not contents.trailer_seen:
-        problems.append("the dump's closing line is missing (it was cut off)")
-    if expected.sha256 is not None and contents.stored_sha256 != expected.sha256:
-        problems.append(f"its sha256 is {contents.stored_sha256}, its record says {expected.sha256}")
-    if expected.raw_size is not None and contents.raw_bytes != expected.raw_size:
-        problems.append(f"it holds {contents.raw_bytes} bytes of SQL, its record says {expected.raw_size}")
-    if problems:
-        raise VerificationFailed(
-            f"The archive read during the restore is not the one that was checked: {'; '.join(problems)}. "
-            "The restore was rolled back.",
-            hint="The file changed or was replaced while it was being restored; do not use it.",
-        )
     return outcome
 
 
-def count_rows(session: ServerSession, tables: list[str]) -> dict[str, int | None]:
-    """Every table's row count (None where it does not exist), from inside the restore's transaction.
+def _damaged(archive: Path, integrity: IntegrityReport) -> VerificationFailed:
+    failed = integrity.failed()
+    return VerificationFailed(
+        f"{archive.name} failed its integrity test as it streamed into the restore's transaction ("
+        + "; ".join(f"{check.name}: {check.detail}" for check in failed)
+        + "). The restore was rolled back before COMMIT: nothing was changed.",
+        hint="Choose another archive from `chrono-ci recovery list`.",
+    )
 
-    A table's own rows, as COPY loaded them: `ONLY`, so that an inheritance parent does not count its children;
-    a partitioned table (loaded through its root) counts its partitions'.
-    """
-    found: dict[str, int | None] = dict.fromkeys(tables)
-    for start in range(0, len(tables), 200):
-        batch = tables[start : start + 200]
-        pairs = [table.partition(".") for table in batch]
-        literals = ", ".join(f"({_literal(schema)}, {_literal(name)})" for schema, _, name in pairs)
-        kinds = {
-            (schema, name): kind
-            for schema, name, kind in session.values(
-                "SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                f"WHERE (n.nspname, c.relname) IN ({literals}) AND c.relkind IN ('r', 'p')"
-            )
-        }
-        present = [(table, (schema, name)) for table, (schema, _, name) in zip(batch, pairs, strict=True)]
-        present = [(table, key) for table, key in present if key in kinds]
-        if not present:
-            continue
-        counts = ", ".join(
-            f"(SELECT count(*) FROM {'' if kinds[key] == 'p' else 'ONLY '}{_ident(key[0])}.{_ident(key[1])})"
-            for _, key in present
-        )
-        row = session.values(f"SELECT {counts}")[0]
-        for (table, _), value in zip(present, row, strict=True):
-            found[table] = int(value or 0)
-    return found
+
+class _CountingReader:
+    """Counts the stored bytes, so that a damaged archive's size can be told too."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.count = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.source.read(size)
+        self.count += len(data)
+        return data
 
 
 def explain_failure(failure: StatementFailed, target: DatabaseTarget, warnings: Sequence[str] = ()) -> RestoreFailed:
@@ -361,11 +391,3 @@ def explain_failure(failure: StatementFailed, target: DatabaseTarget, warnings: 
 
 def missing_extensions(text: str) -> list[str]:
     return sorted({a or b for a, b in _MISSING_EXTENSION.findall(text)})
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -1,6 +1,13 @@
 """A safe restore, in the guide's order: integrity test, plan, confirmation, safety backup, then one
 all-or-nothing transaction that commits only once every table's row count matches the backup's record.
 
+The integrity test comes before the restore takes effect, in two parts when a trusted record holds everything
+to prove the archive against (sha256, the SQL's size, every table's row count): the cheap checks before the plan
+(the file's size, the key), and the full proof (checksum, decompression, trailer, dump rules, raw size, row
+counts) as the archive streams into the transaction, before COMMIT. Reading a large archive twice, once to check
+it and once to restore it, would cost the restore most of a plain psql's time again. Without such a record, and in
+a dry run (which streams nothing), the archive is read in full first.
+
 The transaction first drops the target's user schemas and then replays the dump, so afterwards the target holds
 exactly the backup (objects made after the backup are gone), or, on any error, exactly what it held before.
 """
@@ -18,10 +25,17 @@ from chrono_ci.restore.plan import RestoreProfile, confirm, plan_restore, print_
 from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
 from chrono_ci.restore.session import SessionRules
 from chrono_ci.source.target import DatabaseTarget
-from chrono_ci.verify.integrity import DecryptorFactory, IntegrityReport, check_archive
+from chrono_ci.verify.integrity import (
+    DecryptorFactory,
+    IntegrityReport,
+    cheap_checks,
+    check_archive,
+    streams_its_proof,
+)
 
 
 def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
+    """The full integrity test, a read of the whole archive, before anything is touched."""
     report = check_archive(
         archive.path,
         archive.compression,
@@ -47,6 +61,24 @@ def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: Decryptor
     return report
 
 
+def cheap_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
+    """The checks that cost no read of the archive; the rest is proven as it streams, before COMMIT."""
+    assert archive.record is not None  # streams_its_proof
+    report = cheap_checks(archive.path, archive.record, encrypted=archive.encrypted, decrypt=decrypt)
+    report.print(reporter, verdict=False)
+    if not report.ok:
+        raise VerificationFailed(
+            f"{archive.path.name} failed its integrity test ({', '.join(c.name for c in report.failed())}): "
+            "refusing to restore it. Nothing was touched.",
+            hint="Choose another archive from `chrono-ci recovery list`.",
+        )
+    reporter.info(
+        "checksum, decompression, trailer, dump rules, raw size and row counts: proven as the archive streams "
+        "into the restore's transaction, before COMMIT"
+    )
+    return report
+
+
 def run_restore(
     settings: Settings,
     archive: ArchiveFile,
@@ -66,8 +98,9 @@ def run_restore(
     reporter.step(f"1. integrity test of {archive.path.name}")
     # A missing or wrong key stops here, before the target is even looked at.
     decrypt = settings.encryption.decrypt_for(archive.encrypted)
-    integrity = integrity_first(archive, reporter, decrypt)
-    expected = Expected.of(archive.record, integrity.contents)
+    streamed = streams_its_proof(archive.record) and not dry_run
+    upfront = cheap_first(archive, reporter, decrypt) if streamed else integrity_first(archive, reporter, decrypt)
+    expected = Expected.of(archive.record, upfront.contents)
     tables = expected.tables or {}
 
     reporter.step("2. plan")
@@ -102,8 +135,13 @@ def run_restore(
     safety = safety_backup(plan.target)
     result.safety_backup = safety
 
-    reporter.step("5. restore in one transaction, row counts proven before COMMIT")
+    reporter.step(
+        "5. restore in one transaction, "
+        + ("the archive's integrity and " if streamed else "")
+        + "row counts proven before COMMIT"
+    )
     preamble, proof = profile.preamble(plan.target, plan.server, plan.schemas, archive, sorted(tables))
+    streamed_report = IntegrityReport(file=archive.path.name)
     try:
         outcome = replay_archive(
             archive.path,
@@ -115,10 +153,15 @@ def run_restore(
             decrypt=decrypt,
             sessions=sessions,
             proof=proof,
+            integrity=streamed_report,
         )
     except (RestoreFailed, VerificationFailed) as failure:
+        if streamed:
+            streamed_report.print(reporter, verdict=False)
         failure.hint = f"{failure.hint} The safety backup {safety} holds the database as it was."
         raise
+    if streamed:
+        streamed_report.print(reporter, verdict=False)
     for note in outcome.skipped:
         reporter.info(f"skipped {note}")
     for warning in outcome.warnings:

@@ -133,45 +133,65 @@ def check_stream(
     except AgeKeyError:
         raise  # a wrong or missing key is not damage: stop and say which key
     except (VerificationFailed, AgeError) as exc:
-        report.checks.append(Check("decryption" if isinstance(exc, AgeError) else "decompression", False, exc.message))
         if record is not None:
             with contextlib.suppress(OSError):
                 while counted.read(1 << 20):
                     pass
-            report.checks.append(_size_check(counted.count, record))
+        report.checks += damaged_checks(exc, counted.count, record.size_bytes if record else None)
         return report
     report.contents = contents
-    report.checks.append(Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"))
-    report.checks.append(_checksum_check(contents.stored_sha256, record))
-    report.checks.append(
+    recorded = record if record is not None and record.raw_size_bytes is not None else None
+    report.checks += contents_checks(
+        contents,
+        compression,
+        sha256=record.sha256 if record is not None else None,
+        raw_size=recorded.raw_size_bytes if recorded is not None else None,
+        tables=recorded.tables if recorded is not None and count_rows else None,
+        judged=count_rows,
+    )
+    return report
+
+
+def contents_checks(
+    contents: ArchiveContents,
+    compression: Compression,
+    *,
+    sha256: str | None,
+    raw_size: int | None,
+    tables: Mapping[str, int] | None,
+    judged: bool = True,
+) -> list[Check]:
+    """The named checks of an archive read to its end, against what it must hold: the same list whether a full
+    read before anything (check_stream) or the restore's own stream (chrono_ci.restore.replay) found it."""
+    checks = [
+        Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"),
+        _checksum_check(contents.stored_sha256, sha256),
         Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
         if contents.trailer_seen
-        else Check("trailer", False, "the dump's closing line is missing: it was cut off")
-    )
-    if count_rows:
-        report.checks.append(
+        else Check("trailer", False, "the dump's closing line is missing: it was cut off"),
+    ]
+    if judged:
+        checks.append(
             Check("contents", True, "only SQL that pg_dump writes (no psql command, no transaction control)")
             if contents.refusal is None
             else Check("contents", False, f"refused: {contents.refusal.message()}")
         )
-    if record is not None and record.raw_size_bytes is not None:
-        raw = record.raw_size_bytes
-        report.checks.append(
+    if raw_size is not None:
+        checks.append(
             Check("raw size", True, f"{contents.raw_bytes} bytes, as recorded")
-            if raw == contents.raw_bytes
-            else Check("raw size", False, f"{contents.raw_bytes} bytes of SQL, {raw} recorded")
+            if raw_size == contents.raw_bytes
+            else Check("raw size", False, f"{contents.raw_bytes} bytes of SQL, {raw_size} recorded")
         )
-        tables = record.tables
-        if tables is not None and count_rows:
-            differ = sorted(
-                name for name in set(tables) | set(contents.tables) if tables.get(name) != contents.tables.get(name)
-            )
-            report.checks.append(
-                Check("row counts", True, f"{len(tables)} tables, {sum(tables.values())} rows, as recorded")
-                if not differ
-                else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
-            )
-    return report
+    if tables is not None:
+        differ = sorted(
+            name for name in set(tables) | set(contents.tables) if tables.get(name) != contents.tables.get(name)
+        )
+        checks.append(
+            Check("row counts", True, f"{len(tables)} tables, {sum(tables.values())} rows, as recorded")
+            if not differ
+            else Check("row counts", False, "row counts differ from the metadata for " + ", ".join(differ[:10]))
+        )
+    return checks
 
 
 def check_written(
@@ -225,8 +245,15 @@ def reread_checksum(path: Path, record: ArchiveRecord) -> Check:
     return Check("checksum", True, f"sha256 {actual[:16]}... read back from disk, as written")
 
 
-def _checksum_check(actual: str, record: ArchiveRecord | None) -> Check:
-    expected = record.sha256 if record is not None else None
+def damaged_checks(failure: VerificationFailed | AgeError, stored_size: int, recorded_size: int | None) -> list[Check]:
+    """The checks of an archive whose decryption or decompression failed part-way: that one, and its size."""
+    checks = [Check("decryption" if isinstance(failure, AgeError) else "decompression", False, failure.message)]
+    if recorded_size is not None:
+        checks.append(_size_check(stored_size, recorded_size))
+    return checks
+
+
+def _checksum_check(actual: str, expected: str | None) -> Check:
     if expected is None:
         return Check("checksum", None, "no metadata entry to compare with")
     if expected == actual:
@@ -240,7 +267,7 @@ def _checksum_only(
     digest = hashlib.sha256()
     while chunk := counted.read(1 << 20):
         digest.update(chunk)
-    report.checks.append(_checksum_check(digest.hexdigest(), record))
+    report.checks.append(_checksum_check(digest.hexdigest(), record.sha256 if record else None))
     report.checks.append(Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY to decrypt it with"))
     return report
 
@@ -256,8 +283,57 @@ class _CountingReader:
         return data
 
 
-def _size_check(size: int, record: ArchiveRecord) -> Check:
-    expected = record.size_bytes
+def _size_check(size: int, expected: int | None) -> Check:
     if expected == size:
         return Check("size", True, f"{size} bytes, as recorded")
     return Check("size", False, f"{size} bytes on disk, {expected} recorded (truncated or replaced)")
+
+
+def streams_its_proof(record: ArchiveRecord | None) -> bool:
+    """Whether a restore of an archive with this record can leave the full read to the restore's own stream: the
+    record holds everything that stream is proven against (sha256, the SQL's size, every table's row count)."""
+    return (
+        record is not None
+        and record.sha256 is not None
+        and record.size_bytes is not None
+        and record.raw_size_bytes is not None
+        and record.tables is not None
+    )
+
+
+def cheap_checks(
+    path: Path, record: ArchiveRecord, *, encrypted: bool = False, decrypt: DecryptorFactory | None = None
+) -> IntegrityReport:
+    """What a restore checks before the plan when the full proof comes as the archive streams into the
+    transaction: the file's size against its record and, encrypted, that the key opens it. Milliseconds, so an
+    obviously wrong archive (cut short, replaced, another key) still stops before anything is asked or backed up."""
+    report = IntegrityReport(file=path.name)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        report.checks.append(Check("readable", False, f"cannot open {path}: {exc.strerror}"))
+        return report
+    report.checks.append(_size_check(size, record.size_bytes))
+    if encrypted and decrypt is not None:
+        report.checks.append(_header_check(path, decrypt))
+    return report
+
+
+def _header_check(path: Path, decrypt: DecryptorFactory) -> Check:
+    from chrono_ci.pipeline.read import Closable
+
+    try:
+        with path.open("rb") as handle:
+            plain = decrypt().open(handle)
+            try:
+                plain.read(1)  # the header and the first authenticated chunk
+            finally:
+                if isinstance(plain, Closable):
+                    plain.close()
+    except AgeKeyError:
+        raise  # a wrong or missing key is not damage: stop and say which key
+    except AgeError as exc:
+        return Check("decryption", False, exc.message)
+    except OSError as exc:
+        return Check("readable", False, f"cannot open {path}: {exc.strerror}")
+    return Check("decryption", True, "the key opens it (its header and first chunk)")

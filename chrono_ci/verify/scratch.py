@@ -18,6 +18,7 @@ from chrono_ci.pipeline.read import Decryptor
 from chrono_ci.restore.replay import CountMismatch, Expected, MissingExtensions, replay_archive
 from chrono_ci.source.embedded import EmbeddedServer
 from chrono_ci.source.target import DatabaseTarget, connect, parse_database_url
+from chrono_ci.verify.integrity import IntegrityReport
 
 
 @dataclass
@@ -79,12 +80,22 @@ def restore_verify(
     *,
     profile: str = "postgres",
     decrypt: Callable[[], Decryptor] | None = None,
+    integrity: IntegrityReport | None = None,
 ) -> RestoreCheck:
-    """Restore into a throwaway database, compare every table's row count inside the transaction, roll back."""
+    """Restore into a throwaway database, compare every table's row count inside the transaction, roll back.
+
+    `integrity` receives the archive's named checks as the restore's stream found them."""
     with scratch_database(scratch) as (target, where):
         try:
             outcome = replay_archive(
-                archive, compression, target, expected=expected, profile=profile, commit=False, decrypt=decrypt
+                archive,
+                compression,
+                target,
+                expected=expected,
+                profile=profile,
+                commit=False,
+                decrypt=decrypt,
+                integrity=integrity,
             )
         except MissingExtensions as failure:
             return RestoreCheck(False, where, missing_extensions=failure.names, error=failure.message)
