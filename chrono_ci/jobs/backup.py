@@ -42,6 +42,7 @@ from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_lef
 from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
 from chrono_ci.timestamps import iso_z
 from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream
+from chrono_ci.verify.stored import proven_by_store
 
 
 @dataclass
@@ -318,7 +319,11 @@ def _check_primary(primary: Destination, name: str, settings: Settings, record: 
             encrypted=encrypted,
             decrypt=decrypt,
         )
-    # Kept nowhere locally: read it back from where it went, in full.
+    if primary.info is not None and primary.info.proof:
+        # Kept only in a store that checked every byte it took against what we sent (S3's Content-MD5):
+        # downloading it again would prove nothing more, and cost the archive's size in time and egress.
+        return proven_by_store(name, primary.info, record, encrypted=encrypted)
+    # Kept nowhere locally, in a store that proved nothing as it took it: read it back, in full.
     with primary.storage.open(name) as handle:
         return check_stream(
             handle, name, settings.compression, record, count_rows=False, encrypted=encrypted, decrypt=decrypt

@@ -31,6 +31,9 @@ class ObjectInfo:
     size: int
     modified: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # How the store itself proved, as it took them, that the bytes it holds are the ones sent (S3: the MD5 of
+    # each part); "" when it did not, and the bytes must be read back to be proven.
+    proof: str = ""
 
 
 class Storage(Protocol):
