@@ -55,8 +55,9 @@ def aws_cli() -> Path | None:
 
 
 def _time_checksum_copy(client: S3Client, bucket: str, key: str) -> float:
-    """The server-side copy chrono-ci makes after a multipart upload to store the sha256 in the metadata: the
-    same CopyObject onto itself with REPLACE, timed alone (untimed in the round) to see its share."""
+    """The server-side copy chrono-ci falls back to after a multipart upload, where the store takes no tags, to
+    store the sha256 in the metadata: the same CopyObject onto itself with REPLACE, timed alone (untimed in the
+    round) to see what it would cost."""
     head = client.head_object(Bucket=bucket, Key=key)
     started = time.perf_counter()
     client.copy_object(
@@ -100,8 +101,8 @@ def python_peak_mib(code: str) -> float:
 
 S3_PHASES = {
     "connected": "start + connect (+ S3 preflight)",
-    "dumped": "dump + compress + write/upload + S3 complete, checksum copy, HEAD",
-    "verified": "verify (re-read: local file, or download from S3)",
+    "dumped": "dump + compress + write/upload (Content-MD5 per part) + S3 complete, tags, HEAD",
+    "verified": "verify (re-read of the local file; S3 only: no download, the store checked each part)",
     "finished": "manifest + rotation (local, S3) + exit",
 }
 
@@ -337,7 +338,7 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
             cells.append(f"{value:.2f} ({value / limit_median:.2f}x)" if value is not None else "-")
         split_rows.append(cells)
     extras = [
-        ("checksum_copy_seconds", "  (in dump: the checksum CopyObject, timed alone)", 3),
+        ("checksum_copy_seconds", "  (the fallback's checksum CopyObject, timed alone)", 3),
         ("s3_server_cpu_seconds", "SeaweedFS CPU during the run", 2),
     ]
     for name, label, digits in extras:
