@@ -285,3 +285,16 @@ def test_an_s3_only_backup_is_proven_without_downloading_it(
     restored = run_cli("recovery", "restore", result.record.file, "--from", "s3", "--yes", env=elsewhere)
     assert restored.code == 7, restored.output
     assert "does not match its recorded sha256" in restored.output
+
+
+def test_an_archived_storage_class_keeps_the_copy(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    # The parts go up in the default class and the copy moves the object to the archived one: had they gone up
+    # archived, a fallback copy could not read them (the store takes no tags being unknown until it is tried).
+    storage = make_storage(seaweedfs, s3_bucket, storage_class="DEEP_ARCHIVE")
+    calls = count_calls(storage)
+    data = secrets.token_bytes(MIN_PART_SIZE + 1)
+    info = storage.put("cold.bin", io.BytesIO(data))
+    assert calls["PutObjectTagging"] == 0 and calls["CopyObject"] == 1
+    assert info.metadata["sha256"] == hashlib.sha256(data).hexdigest()
+    head = seaweedfs.client().head_object(Bucket=s3_bucket, Key="backups/prod/cold.bin")
+    assert head["Metadata"]["sha256"] == info.metadata["sha256"] and head["StorageClass"] == "DEEP_ARCHIVE"
