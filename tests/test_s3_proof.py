@@ -27,11 +27,12 @@ from chrono_ci.config.settings import resolve_settings
 from chrono_ci.errors import StorageError
 from chrono_ci.jobs.backup import run_backup
 from chrono_ci.report.console import Reporter
+from chrono_ci.storage.base import SEALED_NAMES
 from chrono_ci.storage.s3.config import MIN_PART_SIZE
 from chrono_ci.storage.s3.store import S3Storage
 from tests.fixtures.postgres import CliResult, PgServer
 from tests.fixtures.seaweedfs_server import SeaweedFS
-from tests.test_s3 import make_storage, no_tags_keys, with_keys
+from tests.test_s3 import NO_TAGS_ACTIONS, make_storage, no_tags_keys, with_keys
 from tests.test_upload import PREFIX, random_hex_database, s3_env
 
 Run = Callable[..., CliResult]
@@ -163,17 +164,16 @@ def test_the_record_goes_to_tags_without_a_copy_and_reads_back_signed(seaweedfs:
     assert not vetted.trusted and vetted.verdict.signature == "invalid"
 
 
-def test_a_tag_never_overrides_the_metadata(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+def test_a_tag_never_overrides_the_metadata_nor_adds_to_it(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    # Tagging is a weaker right than writing the object: a tag may only complete the record's end.
     storage = make_storage(seaweedfs, s3_bucket)
     storage.put("big.bin", io.BytesIO(secrets.token_bytes(MIN_PART_SIZE + 1)), {"chrono-kind": "postgres"})
     client = seaweedfs.client()
     tags = client.get_object_tagging(Bucket=s3_bucket, Key="backups/prod/big.bin")["TagSet"]
-    client.put_object_tagging(
-        Bucket=s3_bucket,
-        Key="backups/prod/big.bin",
-        Tagging={"TagSet": [*tags, {"Key": "chrono-kind", "Value": "supabase"}]},
-    )
-    assert storage.stat("big.bin").metadata["chrono-kind"] == "postgres"
+    extra = [{"Key": "chrono-kind", "Value": "supabase"}, {"Key": "chrono-series", "Value": "safety"}]
+    client.put_object_tagging(Bucket=s3_bucket, Key="backups/prod/big.bin", Tagging={"TagSet": [*tags, *extra]})
+    metadata = storage.stat("big.bin").metadata
+    assert metadata["chrono-kind"] == "postgres" and "chrono-series" not in metadata and "sha256" in metadata
 
 
 def test_credentials_without_tags_fall_back_to_the_copy_once_per_run(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
@@ -298,3 +298,27 @@ def test_an_archived_storage_class_keeps_the_copy(seaweedfs: SeaweedFS, s3_bucke
     assert info.metadata["sha256"] == hashlib.sha256(data).hexdigest()
     head = seaweedfs.client().head_object(Bucket=s3_bucket, Key="backups/prod/cold.bin")
     assert head["Metadata"]["sha256"] == info.metadata["sha256"] and head["StorageClass"] == "DEEP_ARCHIVE"
+
+
+def test_what_a_seal_writes_is_what_tags_may_carry() -> None:
+    # The record module names the seal's fields, the storage the names it takes back from tags: one set.
+    record = ArchiveRecord(file="postgres_backup_2026-11-25_02-00-00.sql.zst", kind="postgres")
+    sealed = record.seal(signing_key_from(SIGNING_KEY))(1024, "0" * 64)
+    assert {*sealed, "sha256"} == SEALED_NAMES
+
+
+def test_credentials_that_may_tag_but_not_read_tags_fall_back_to_the_copy(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    # Records written where they cannot be read back would all be untrusted: the first upload of the run asks.
+    keys = seaweedfs.limited_user(f"tag-only-{secrets.token_hex(4)}", [*NO_TAGS_ACTIONS, "s3:PutObjectTagging"])
+    warnings: list[str] = []
+    storage = with_keys(make_storage(seaweedfs, s3_bucket), keys)
+    storage = S3Storage(storage.config, session=storage._session, warn=warnings.append)
+    calls = count_calls(storage)
+    data = secrets.token_bytes(MIN_PART_SIZE + 1)
+    info = storage.put("big.bin", io.BytesIO(data))
+    assert calls["PutObjectTagging"] == 1 and calls["GetObjectTagging"] == 1 and calls["CopyObject"] == 1
+    assert info.metadata["sha256"] == hashlib.sha256(data).hexdigest()
+    head = seaweedfs.client().head_object(Bucket=s3_bucket, Key="backups/prod/big.bin")["Metadata"]
+    assert head["sha256"] == info.metadata["sha256"]
+    (warning,) = warnings
+    assert "AccessDenied" in warning and "server-side copy" in warning

@@ -20,18 +20,26 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chrono_ci.storage.base import ObjectInfo
+from chrono_ci.storage.base import SEALED_NAMES, ObjectInfo
 from chrono_ci.storage.s3.errors import S3ErrorTranslation
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef, TagTypeDef
 
-SHA256_KEY = "sha256"
+SHA256_KEY = "sha256"  # one of SEALED_NAMES
 MAX_TAGS = 10  # AWS's limit per object
 MAX_TAG_VALUE = 256
 # Archived classes cannot be the source of the fallback copy: their objects are not readable until restored.
 ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchVersion"})
+
+
+class TagsUnavailable(Exception):
+    """The store has no object tags, or these credentials may not read them."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class S3Records(S3ErrorTranslation):
@@ -44,52 +52,67 @@ class S3Records(S3ErrorTranslation):
 
     def _put_tags(self, key: str, full_key: str, version_id: str | None, tags: list[TagTypeDef]) -> bool:
         """Tag the object (the version the upload made); False when the store or the credentials do not take
-        tags, which this run then no longer tries. Any other failure raises."""
+        tags, or (asked once per run) do not give them back, which this run then no longer tries. Any other
+        failure raises."""
         version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
             self.client.put_object_tagging(Bucket=self.config.bucket, Key=full_key, Tagging={"TagSet": tags}, **version)
-        except ClientError as exc:
-            if not tags_unavailable(exc):
-                raise self._storage_error(exc, "record the checksum of", key) from exc
-            self._tags_usable = False
-            code = exc.response.get("Error", {}).get("Code") or "refused"
-            self._warn(
-                f"{self._endpoint()} did not take object tags ({code}): the sha256 of each archive of this run is "
-                "recorded by a server-side copy of the object instead (s3:PutObjectTagging and "
-                "s3:GetObjectTagging avoid it, on stores that have tags)"
-            )
+            if self._tags_usable is None:
+                # s3:PutObjectTagging without s3:GetObjectTagging would write records nobody can read back.
+                self._tags_of(key, full_key, version_id)
+        except TagsUnavailable as unavailable:
+            self._give_up_tags(unavailable.code)
             return False
+        except ClientError as exc:
+            if tags_unavailable(exc):
+                self._give_up_tags(_code(exc))
+                return False
+            raise self._storage_error(exc, "record the checksum of", key) from exc
         except BotoCoreError as exc:
             raise self._storage_error(exc, "record the checksum of", key) from exc
         self._tags_usable = True
         return True
+
+    def _give_up_tags(self, code: str) -> None:
+        self._tags_usable = False
+        self._warn(
+            f"{self._endpoint()} did not take object tags ({code}): the sha256 of each archive of this run is "
+            "recorded by a server-side copy of the object instead (s3:PutObjectTagging and s3:GetObjectTagging "
+            "avoid it, on stores that have tags)"
+        )
 
     def _info(self, key: str, full_key: str) -> ObjectInfo:
         """An object's size, time and record: its metadata, completed by its tags when the record went there."""
         head = self._head(key, full_key)
         metadata = dict(head.get("Metadata", {}))
         if needs_tags(metadata):
-            metadata = with_tags(metadata, self._read_tags(key, full_key, head.get("VersionId")))
+            metadata = with_tags(metadata, self._readable_tags(key, full_key, head.get("VersionId")))
         return ObjectInfo(key=key, size=head["ContentLength"], modified=head["LastModified"], metadata=metadata)
 
-    def _read_tags(self, key: str, full_key: str, version_id: str | None) -> dict[str, str]:
+    def _readable_tags(self, key: str, full_key: str, version_id: str | None) -> dict[str, str]:
         """The tags of the version HEAD saw; none when the store has no tags or we may not read them: its record
         is then incomplete, and such an object is never trusted (chrono_ci/archive/provenance.py)."""
+        try:
+            return self._tags_of(key, full_key, version_id)
+        except TagsUnavailable as unavailable:
+            if not self._tags_unreadable:
+                self._tags_unreadable = True
+                self._warn(
+                    f"cannot read object tags at {self._endpoint()} ({unavailable.code}): archives whose sha256 is "
+                    "recorded there are not trusted (never restored, counted or deleted) until the credentials "
+                    "have s3:GetObjectTagging"
+                )
+            return {}
+
+    def _tags_of(self, key: str, full_key: str, version_id: str | None) -> dict[str, str]:
+        """An object version's tags; TagsUnavailable when the store has none or we may not read them."""
         version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
             tagging = self.client.get_object_tagging(Bucket=self.config.bucket, Key=full_key, **version)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code") or "refused"
-            if not tags_unavailable(exc) or code in _GONE_CODES:
-                raise self._storage_error(exc, "read the tags of", key) from exc
-            if not self._tags_unreadable:
-                self._tags_unreadable = True
-                self._warn(
-                    f"cannot read object tags at {self._endpoint()} ({code}): archives whose sha256 is recorded "
-                    "there are not trusted (never restored, counted or deleted) until the credentials have "
-                    "s3:GetObjectTagging"
-                )
-            return {}
+            if tags_unavailable(exc) and _code(exc) not in _GONE_CODES:
+                raise TagsUnavailable(_code(exc)) from exc
+            raise self._storage_error(exc, "read the tags of", key) from exc
         except BotoCoreError as exc:
             raise self._storage_error(exc, "read the tags of", key) from exc
         return {tag["Key"]: tag["Value"] for tag in tagging.get("TagSet", [])}
@@ -100,20 +123,28 @@ class S3Records(S3ErrorTranslation):
 
 
 def tag_set(sealed: Mapping[str, str]) -> list[TagTypeDef] | None:
-    """The tags that carry `sealed` (sha256 included), or None when they cannot (too many, too long)."""
+    """The tags that carry `sealed` (sha256 included), or None when they cannot (too many, too long, or a name
+    the reader would not take back from tags)."""
     if len(sealed) > MAX_TAGS or any(len(value) > MAX_TAG_VALUE for value in sealed.values()):
+        return None
+    if not set(sealed) <= SEALED_NAMES:
         return None
     return [{"Key": name, "Value": value} for name, value in sealed.items()]
 
 
 def with_tags(metadata: Mapping[str, str], tags: Mapping[str, str]) -> dict[str, str]:
-    """One record from an object's metadata and its tags: a tag never overrides what the metadata says."""
-    return {**tags, **metadata}
+    """One record from an object's metadata and its tags: only the names a seal writes come from the tags, and
+    a tag never overrides what the metadata says."""
+    return {**{name: value for name, value in tags.items() if name in SEALED_NAMES}, **metadata}
 
 
 def needs_tags(metadata: Mapping[str, str]) -> bool:
     """Whether the record's end (the sha256) is to be looked for in the tags."""
     return SHA256_KEY not in metadata
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code") or "refused"
 
 
 def tags_unavailable(exc: ClientError) -> bool:

@@ -135,18 +135,11 @@ class S3Uploads(S3Records):
         if completed["ETag"].strip('"') == multipart_etag(part_md5s):
             # Stores whose ETag is not an MD5 (AWS with SSE-KMS, some S3-compatible ones) still checked each part.
             proof += "; its ETag is the MD5 of those parts' MD5s"
+        record = {**sealed, "sha256": sha256}
+        # Tags carry only what the upload's metadata could not: what is known once every byte is stored.
+        late = tag_set({name: value for name, value in record.items() if name not in metadata}) if by_tags else None
         version_id = self._record_checksum(
-            key,
-            full_key,
-            size,
-            completed["ETag"],
-            completed.get("VersionId"),
-            {**sealed, "sha256": sha256},
-            tags=(
-                tag_set({name: value for name, value in {**sealed, "sha256": sha256}.items() if name not in metadata})
-                if by_tags
-                else None
-            ),
+            key, full_key, size, completed["ETag"], completed.get("VersionId"), record, tags=late
         )
         return self._verify(key, full_key, size, sha256, version_id, proof)
 
