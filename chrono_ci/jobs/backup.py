@@ -43,6 +43,7 @@ from chrono_ci.storage.local import LocalStorage, check_writable_dir, remove_lef
 from chrono_ci.storage.unfinished import abort_recorded_uploads, remember_unfinished
 from chrono_ci.timestamps import iso_z
 from chrono_ci.verify.integrity import IntegrityReport, check_archive, check_stream, check_written, reread_checksum
+from chrono_ci.verify.stored import stored_checksum
 
 
 @dataclass
@@ -310,17 +311,24 @@ def _check_primary(
 ) -> IntegrityReport:
     """The guide's integrity check after every backup, without paying for a second decompression: the stream
     was decompressed again as it was written (`stream.proof`), so what remains is the stored bytes against the
-    sha256 computed in the stream. An archive we can decrypt is read back in full: the age layer is proven
-    only by decrypting it."""
+    sha256 computed in the stream: read back from the local file, or, in a store that checked every byte it
+    took against what we sent (S3's Content-MD5), its record read back instead of a download. An archive we can
+    decrypt is read back in full: the age layer is proven only by decrypting it."""
     encrypted = settings.encryption.enabled
     decrypt = _decrypt_for_check(settings)
-    if primary.target == "local" and not (encrypted and decrypt is not None):
+    stored = None
+    if not (encrypted and decrypt is not None):
+        if primary.target == "local":
+            stored = reread_checksum(settings.backup_dir / name, record)
+        elif primary.info is not None and primary.info.proof:
+            stored = stored_checksum(primary.info, record)
+    if stored is not None:
         assert stream.proof is not None, "the stream ended, so the round trip gave its verdict"
         return check_written(
             name,
             record,
             stream.proof,
-            reread_checksum(settings.backup_dir / name, record),
+            stored,
             trailer_seen=stream.stats.trailer_seen,
             decryption_unchecked=encrypted,
         )
@@ -335,7 +343,7 @@ def _check_primary(
             encrypted=encrypted,
             decrypt=decrypt,
         )
-    # Kept nowhere locally: read it back from where it went, in full.
+    # Kept nowhere locally, in a store that proved nothing as it took it: read it back, in full.
     with primary.storage.open(name) as handle:
         return check_stream(
             handle, name, settings.compression, record, count_rows=False, encrypted=encrypted, decrypt=decrypt

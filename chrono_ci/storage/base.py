@@ -14,7 +14,7 @@ from typing import BinaryIO, Protocol
 
 from chrono_ci.errors import ObjectNotFound
 
-__all__ = ["CHUNK_SIZE", "ObjectInfo", "ObjectNotFound", "Seal", "Storage"]
+__all__ = ["CHUNK_SIZE", "SEALED_NAMES", "ObjectInfo", "ObjectNotFound", "Seal", "Storage"]
 
 # 1 MiB reads keep Python's per-call overhead negligible next to pg_dump and the compressor.
 CHUNK_SIZE = 1 << 20
@@ -23,6 +23,9 @@ CHUNK_SIZE = 1 << 20
 # Metadata that depends on the stored bytes, known only once they are all read: called with their size and
 # sha256, its result is recorded along with the checksum (S3), so that the object describes itself whole.
 Seal = Callable[[int, str], Mapping[str, str]]
+# The names a seal may write, with the sha256: where a store keeps them apart from the object's other metadata
+# (S3's object tags), only these are read back into its record, so that whoever may only tag cannot add others.
+SEALED_NAMES = frozenset({"sha256", "chrono-size", "chrono-signature"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class ObjectInfo:
     size: int
     modified: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # How the store itself proved, as it took them, that the bytes it holds are the ones sent (S3: the MD5 of
+    # each part); "" when it did not, and the bytes must be read back to be proven.
+    proof: str = ""
 
 
 class Storage(Protocol):

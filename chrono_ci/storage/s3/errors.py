@@ -33,6 +33,8 @@ _AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch"})
 _EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "InvalidToken"})
 _DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
 _REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "IllegalLocationConstraint"})
+# The store computed a different digest of what it received than the one we sent with it (Content-MD5).
+_DIGEST_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"})
 _BUSY_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "500", "502", "503", "504"}
 )
@@ -122,6 +124,14 @@ class S3ErrorTranslation:
                     f"KMS refused to encrypt or decrypt {what} ({code}: {message}).",
                     hint="Check S3_SSE_KMS_KEY_ID, that the key is enabled and in the bucket's region, and the "
                     "key policy.",
+                )
+            if code in _DIGEST_CODES:
+                return StorageError(
+                    f"{self._endpoint()} received other bytes than we sent when trying to {action} {what} ({code}): "
+                    "they were altered on the way, and it refused them.",
+                    hint="Something between chrono-ci and the store (a proxy, a faulty network card or memory) "
+                    "changed the data; nothing altered was kept. Run the backup again; if it recurs, check the "
+                    "network path.",
                 )
             if code in _BUSY_CODES:
                 return StorageError(

@@ -38,9 +38,11 @@ from chrono_ci.storage.s3.config import (
 )
 from chrono_ci.storage.s3.credentials import session_from_env
 from chrono_ci.storage.s3.errors import _DENIED_CODES
+from chrono_ci.storage.s3.parts import read_part, storable_metadata
 from chrono_ci.storage.s3.reader import ObjectReader
 from chrono_ci.storage.s3.retry import RetryPolicy
-from chrono_ci.storage.s3.upload import PendingUpload, S3Uploads, read_part, storable_metadata
+from chrono_ci.storage.s3.tagging import content_md5_instead
+from chrono_ci.storage.s3.upload import PendingUpload, S3Uploads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -74,10 +76,15 @@ class S3Storage(S3Uploads):
             s3={"addressing_style": "path"} if config.endpoint_url else {},
         )
         self.client: S3Client = self._session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
-        self.retry = RetryPolicy(config.retry_deadline, self._endpoint(), warn or log.warning)
+        self._warn = warn or log.warning
+        self.retry = RetryPolicy(config.retry_deadline, self._endpoint(), self._warn)
         self.retry.install(self.client)
+        if config.checksums == "when_required":
+            self.client.meta.events.register("before-call.s3.PutObjectTagging", content_md5_instead)
         # Uploads whose abort failed (the server was unreachable): certainly ours, retried by abort_stale_uploads.
         self._unaborted: dict[str, PendingUpload] = {}
+        self._tags_usable: bool | None = None
+        self._tags_unreadable = False
 
     @classmethod
     def from_env(
@@ -148,10 +155,7 @@ class S3Storage(S3Uploads):
         return found
 
     def stat(self, key: str) -> ObjectInfo:
-        head = self._head(key, self._full_key(key))
-        return ObjectInfo(
-            key=key, size=head["ContentLength"], modified=head["LastModified"], metadata=dict(head.get("Metadata", {}))
-        )
+        return self._info(key, self._full_key(key))
 
     def delete(self, key: str) -> None:
         full_key = self._full_key(key)

@@ -1,8 +1,10 @@
 """Writing to S3 as a stream, in constant memory: parts of `part_size` go up while the next one is read (about
 two parts in memory whatever the archive's size, nothing spooled to disk); a stream that ends within the first
-part goes up in one PutObject. The sha256, known only at the end, is stored by a server-side copy, and the
-result is read back before it counts. Any failure aborts the multipart upload; an abort that fails (the server
-is down) is remembered for `abort_stale_uploads()`.
+part goes up in one PutObject. Every request carries its body's MD5 (Content-MD5), which the store checks
+before it keeps the bytes: what it holds is what we sent, proven without reading it back. The sha256, known only
+at the end, goes into the object's tags (chrono_ci.storage.s3.tagging) or, where tags are not available, is
+stored by a server-side copy; the result is read back before it counts. Any failure aborts the multipart upload;
+an abort that fails (the server is down) is remembered for `abort_stale_uploads()`.
 
 S3Uploads is a part of S3Storage (chrono_ci.storage.s3.store), kept apart because it is read apart.
 """
@@ -12,8 +14,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
-import re
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -21,20 +21,24 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chrono_ci.errors import StorageError
-from chrono_ci.storage.base import CHUNK_SIZE, ObjectInfo, Seal
+from chrono_ci.storage.base import ObjectInfo, Seal
 from chrono_ci.storage.s3.config import (
     COPY_PART_SIZE,
     MAX_COPY_OBJECT_SIZE,
-    MAX_METADATA_BYTES,
     MAX_PART_SIZE,
     MAX_PARTS,
     PARTS_PER_SIZE_STEP,
 )
-from chrono_ci.storage.s3.errors import S3ErrorTranslation
+from chrono_ci.storage.s3.parts import collect, content_md5, multipart_etag, part_md5, read_part, storable_metadata
 from chrono_ci.storage.s3.retry import CLEANUP_DEADLINE, RetryPolicy
+from chrono_ci.storage.s3.tagging import ARCHIVED_CLASSES, S3Records, tag_set
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef, HeadObjectOutputTypeDef
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CopySourceTypeDef,
+        TagTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class PendingUpload:
     upload_id: str
 
 
-class S3Uploads(S3ErrorTranslation):
+class S3Uploads(S3Records):
     _unaborted: dict[str, PendingUpload]
     retry: RetryPolicy
 
@@ -59,11 +63,13 @@ class S3Uploads(S3ErrorTranslation):
                 Key=full_key,
                 # botocore takes any bytes-like body; bytes(body) would copy a whole part.
                 Body=body,  # type: ignore[arg-type]
+                ContentMD5=content_md5(part_md5(body)),
                 ContentType="application/octet-stream",
                 Metadata={**metadata, "sha256": sha256},
                 **self._write_args(with_storage_class=True),
             )
-        return self._verify(key, full_key, len(body), sha256, response.get("VersionId"))
+        proof = "the store checked the MD5 of the bytes it took (Content-MD5)"
+        return self._verify(key, full_key, len(body), sha256, response.get("VersionId"), proof)
 
     def _put_multipart(
         self,
@@ -75,18 +81,20 @@ class S3Uploads(S3ErrorTranslation):
         metadata: dict[str, str],
         seal: Seal | None,
     ) -> ObjectInfo:
-        # The storage class is left to the copy below: CopyObject cannot read an archived class (GLACIER,
-        # DEEP_ARCHIVE), so the parts go up in the default class and the copy moves the object.
-        upload = self._create_upload(key, full_key, metadata, with_storage_class=False)
+        # Without tags, the storage class is left to the copy below: CopyObject cannot read an archived class
+        # (GLACIER, DEEP_ARCHIVE), so the parts go up in the default class and the copy moves the object.
+        by_tags = self._tags_usable is not False and self.config.storage_class not in ARCHIVED_CLASSES
+        upload = self._create_upload(key, full_key, metadata, with_storage_class=by_tags)
         parts: builtins.list[CompletedPartTypeDef] = []
+        part_md5s: builtins.list[bytes] = []
         size = 0
-        pending: Future[CompletedPartTypeDef] | None = None
+        pending: Future[tuple[CompletedPartTypeDef, bytes]] | None = None
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chrono-s3-part")
         try:
             buffer, at_end, number = handover.pop(), False, 1
             while True:
                 if pending is not None:
-                    parts.append(pending.result())
+                    collect(pending.result(), parts, part_md5s)
                 pending = executor.submit(self._upload_part, upload, number, buffer)
                 size += len(buffer)
                 if at_end:
@@ -100,7 +108,7 @@ class S3Uploads(S3ErrorTranslation):
                         f"{key} is larger than one S3 multipart upload can hold ({MAX_PARTS} parts).",
                         hint="Raise the S3 part size, or back up less per archive (per database or schema).",
                     )
-            parts.append(pending.result())
+            collect(pending.result(), parts, part_md5s)
             pending = None
             with self._errors("finish uploading", key):
                 completed = self.client.complete_multipart_upload(
@@ -123,15 +131,40 @@ class S3Uploads(S3ErrorTranslation):
         except BaseException:
             self._discard(full_key, completed.get("VersionId"))
             raise
-        version_id = self._store_checksum(
-            key,
-            full_key,
-            size,
-            completed["ETag"],
-            completed.get("VersionId"),
-            {**sealed, "sha256": sha256},
+        proof = f"the store checked the MD5 of each of the {len(parts)} parts it took (Content-MD5)"
+        if completed["ETag"].strip('"') == multipart_etag(part_md5s):
+            # Stores whose ETag is not an MD5 (AWS with SSE-KMS, some S3-compatible ones) still checked each part.
+            proof += "; its ETag is the MD5 of those parts' MD5s"
+        record = {**sealed, "sha256": sha256}
+        # Tags carry only what the upload's metadata could not: what is known once every byte is stored.
+        late = tag_set({name: value for name, value in record.items() if name not in metadata}) if by_tags else None
+        version_id = self._record_checksum(
+            key, full_key, size, completed["ETag"], completed.get("VersionId"), record, tags=late
         )
-        return self._verify(key, full_key, size, sha256, version_id)
+        return self._verify(key, full_key, size, sha256, version_id, proof)
+
+    def _record_checksum(
+        self,
+        key: str,
+        full_key: str,
+        size: int,
+        etag: str,
+        version_id: str | None,
+        sealed: dict[str, str],
+        *,
+        tags: builtins.list[TagTypeDef] | None,
+    ) -> str | None:
+        """Complete the object's record with what is known only now (sha256, size, signature): in `tags` (what
+        the upload's metadata lacks) when given and the store takes them, else by the server-side copy of the
+        whole `sealed` record. Returns the id of the version that holds it."""
+        if tags is not None:
+            try:
+                if self._put_tags(key, full_key, version_id, tags):
+                    return version_id
+            except BaseException:
+                self._discard(full_key, version_id)
+                raise
+        return self._store_checksum(key, full_key, size, etag, version_id, sealed)
 
     def _store_checksum(
         self,
@@ -142,12 +175,13 @@ class S3Uploads(S3ErrorTranslation):
         version_id: str | None,
         metadata: dict[str, str],
     ) -> str | None:
-        """Rewrite the completed object's metadata with its sha256, known only now, by a server-side copy.
+        """Rewrite the completed object's metadata with its sha256, known only now, by a server-side copy: the
+        fallback for stores without tags (R2, among others; see docs/storage.md).
 
-        S3 fixes user metadata when an upload starts. The other places weighed for the checksum: object tags
-        (R2 and others lack them, and stat would need a second request), a sidecar object (two objects per
-        archive, not atomic), S3's own SHA256 checksums (for multipart, a checksum of part checksums, not of
-        the bytes). The copy runs inside S3, no bytes travel through us. Returns the new version's id, if any.
+        S3 fixes user metadata when an upload starts. The other places weighed for the checksum: a sidecar object
+        (two objects per archive, not atomic), S3's own SHA256 checksums (for multipart, a checksum of part
+        checksums, not of the bytes). The copy runs inside S3, no bytes travel through us, but the store rewrites
+        the whole object. Returns the new version's id, if any.
         """
         source: CopySourceTypeDef = {"Bucket": self.config.bucket, "Key": full_key}
         if version_id:
@@ -236,7 +270,9 @@ class S3Uploads(S3ErrorTranslation):
         log.debug("multipart upload %s started for %s", created["UploadId"], full_key)
         return PendingUpload(key, full_key, created["UploadId"])
 
-    def _upload_part(self, upload: PendingUpload, number: int, body: bytearray) -> CompletedPartTypeDef:
+    def _upload_part(self, upload: PendingUpload, number: int, body: bytearray) -> tuple[CompletedPartTypeDef, bytes]:
+        # Hashed in this worker thread (hashlib releases the GIL), while the next part is being read.
+        md5 = part_md5(body)
         with self._errors("upload", upload.key):
             response = self.client.upload_part(
                 Bucket=self.config.bucket,
@@ -244,9 +280,10 @@ class S3Uploads(S3ErrorTranslation):
                 UploadId=upload.upload_id,
                 PartNumber=number,
                 Body=body,  # type: ignore[arg-type]  # bytes-like is fine; bytes(body) would copy the part
+                ContentMD5=content_md5(md5),
             )
         log.debug("part %d (%d bytes) of %s uploaded", number, len(body), upload.full_key)
-        return {"PartNumber": number, "ETag": response["ETag"]}
+        return {"PartNumber": number, "ETag": response["ETag"]}, md5
 
     def _abort_upload(self, upload: PendingUpload, *, quiet: bool) -> None:
         """Abort; when `quiet`, a failure is remembered for abort_stale_uploads instead of raised.
@@ -280,9 +317,12 @@ class S3Uploads(S3ErrorTranslation):
             type(exc).__name__,
         )
 
-    def _verify(self, key: str, full_key: str, size: int, sha256: str, version_id: str | None) -> ObjectInfo:
-        head = self._head(key, full_key)
-        stored_size, stored_sha256 = head["ContentLength"], head.get("Metadata", {}).get("sha256")
+    def _verify(
+        self, key: str, full_key: str, size: int, sha256: str, version_id: str | None, proof: str
+    ) -> ObjectInfo:
+        """The record read back the way every reader reads it (`_info`), compared with what we sent."""
+        info = self._info(key, full_key)
+        stored_size, stored_sha256 = info.size, info.metadata.get("sha256")
         if stored_size != size or stored_sha256 != sha256:
             self._discard(full_key, version_id)
             raise StorageError(
@@ -291,9 +331,7 @@ class S3Uploads(S3ErrorTranslation):
                 hint="Another writer may use the same name at the same time, or the S3 service mishandled the "
                 "upload. Run the backup again.",
             )
-        return ObjectInfo(
-            key=key, size=stored_size, modified=head["LastModified"], metadata=dict(head.get("Metadata", {}))
-        )
+        return ObjectInfo(key=key, size=info.size, modified=info.modified, metadata=info.metadata, proof=proof)
 
     def _discard(self, full_key: str, version_id: str | None) -> None:
         """Best effort: an upload that failed its checks must not pass for a good archive."""
@@ -316,51 +354,3 @@ class S3Uploads(S3ErrorTranslation):
 
     def _part_size_for(self, number: int) -> int:
         return min(self.config.part_size << ((number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
-
-    def _head(self, key: str, full_key: str) -> HeadObjectOutputTypeDef:
-        with self._errors("read", key):
-            return self.client.head_object(Bucket=self.config.bucket, Key=full_key)
-
-
-def read_part(
-    source: BinaryIO, digest: hashlib._Hash, limit: int, pending: Future[Any] | None
-) -> tuple[bytearray, bool]:
-    """Read up to `limit` bytes (or a chunk beyond) into one buffer; True when the source is exhausted.
-
-    Stops early when the part before, uploading meanwhile, failed: no use reading a dump nobody stores.
-    """
-    buffer = bytearray(limit + CHUNK_SIZE)  # allocated once: growing it would copy a whole part each time
-    filled = 0
-    at_end = False
-    while filled < limit:
-        chunk = source.read(CHUNK_SIZE)
-        if not chunk:
-            at_end = True
-            break
-        digest.update(chunk)
-        buffer[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-        if pending is not None and pending.done() and (failure := pending.exception()) is not None:
-            raise failure
-    del buffer[filled:]
-    return buffer, at_end
-
-
-def storable_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Caller metadata as S3 can keep it: lowercase names, printable ASCII values; sha256 is ours."""
-    result: dict[str, str] = {}
-    for name, value in (metadata or {}).items():
-        if name == "sha256":
-            continue
-        if not _METADATA_NAME.fullmatch(name) or not value.isascii() or not value.isprintable():
-            raise StorageError(
-                f"S3 cannot store the metadata {name}={value!r}.",
-                hint="Use lowercase names of letters, digits, '.', '_' and '-', and printable ASCII values.",
-            )
-        result[name] = value
-    if sum(len(name) + len(value) for name, value in result.items()) + 6 + 64 > MAX_METADATA_BYTES:
-        raise StorageError("The archive's metadata is larger than the 2 KB S3 allows.")
-    return result
-
-
-_METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
