@@ -82,7 +82,7 @@ def run_backup(
     target = target or profile.target(settings)
     folder = settings.backup_dir
     manifest = Manifest(folder)
-    # A folder we cannot write, a damaged manifest or an unusable upload target stops us before we dump.
+    # A folder we cannot write, a damaged manifest or an unusable upload target stops us before the dump is read.
     check_writable_dir(folder)
     manifest.read()
     leftovers = remove_leftovers(folder)
@@ -91,7 +91,6 @@ def run_backup(
     encryption = settings.encryption
     extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
     artifact = artifact_name_for(artifact_name, extension, artifact_kind) if artifact_name else None
-    destinations = open_destinations(settings, env, reporter, artifact)
 
     compressor = make_compressor(settings.compression, settings.compression_level)
     created = clock()
@@ -103,6 +102,9 @@ def run_backup(
         begun = start_dump(profile, target, settings.pg_bin_dir)
         server, tools = begun.server, begun.tools
         try:
+            # The stores are opened (S3: boto3, its client, a preflight listing) while pg_dump starts: one that
+            # cannot be used still stops the run before a byte of the dump is read.
+            destinations = open_destinations(settings, env, reporter, artifact)
             encryptor = encryption.encryptor() if encryption.enabled else None
         except BaseException:
             begun.dump.kill()
