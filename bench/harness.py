@@ -27,7 +27,7 @@ from measure import Measurement
 from chrono_ci.config.settings import OPTIONS
 from chrono_ci.source.target import DatabaseTarget
 
-# The memory target of performance.md ("Targets chrono-ci is held to"), shared by the backup and s3 scenarios.
+# The memory target (docs/performance.md), shared by the backup and s3 scenarios.
 TARGET_PEAK_MIB = 64.0
 
 

@@ -24,7 +24,7 @@ from harness import (
 )
 from measure import Measurement, log, run_chrono, run_pipeline
 
-# Targets from performance.md ("Targets chrono-ci is held to").
+# The targets (docs/performance.md).
 TARGET_WALL_RATIO = 1.15  # against the limit, at the reference size, on a quiet machine
 TARGET_ZSTD_RATIO = 1.05  # against `pg_dump | zstd -1 > file`, the same work by the standard tools
 TARGET_SIZE_RATIO = 0.80

@@ -287,7 +287,7 @@ def s3_scenario(ctx: Context) -> ScenarioResult:
     s3only_vs_aws = summary["s3only"]["median_vs_aws"]
     lines += [
         "",
-        "targets (performance.md, and the issue's side-by-side target):",
+        "targets:",
         f"  S3 only <= {TARGET_PEER_RATIO:.1f}x `pg_dump | zstd -1 | aws s3 cp -`   {s3only_vs_aws:.2f}x   "
         f"{verdict(s3only_vs_aws <= TARGET_PEER_RATIO)}   (S3 + local copy {summary['s3']['median_vs_aws']:.2f}x)",
         f"  backup + upload <= {TARGET_UPLOAD_RATIO:.1f}x the limit   S3 + local copy {s3_ratio:.2f}x   "

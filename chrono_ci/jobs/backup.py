@@ -26,6 +26,7 @@ from chrono_ci.archive.names import reserve_archive_name
 from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.config.settings import Settings
 from chrono_ci.errors import ChronoError, StorageError, VerificationFailed
+from chrono_ci.extras import require
 from chrono_ci.jobs.dump_start import start_dump
 from chrono_ci.pipeline.fanout import Destination, put_everywhere
 from chrono_ci.pipeline.roundtrip import RoundTrip
@@ -91,6 +92,8 @@ def run_backup(
     encryption = settings.encryption
     extension = EXTENSIONS[settings.compression] + (ENCRYPTED_SUFFIX if encryption.enabled else "")
     artifact = artifact_name_for(artifact_name, extension, artifact_kind) if artifact_name else None
+    if "s3" in settings.uploads:
+        require("s3")  # a missing extra is a setting to fix: said before connecting, as every other one
 
     compressor = make_compressor(settings.compression, settings.compression_level)
     created = clock()
