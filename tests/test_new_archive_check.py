@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,31 @@ def test_round_trip_compares_the_size_with_what_pg_dump_wrote() -> None:
     result = trip("zstd", stored("zstd"), expected=len(SQL) + 1)
     assert not result.ok
     assert f"{len(SQL)} bytes came back out, pg_dump wrote {len(SQL) + 1}" in result.detail
+
+
+def test_an_unexpected_failure_in_the_thread_fails_the_check_and_never_blocks_the_feeder() -> None:
+    check = RoundTrip("zstd")
+
+    class Broken:
+        def feed(self, data: bytes) -> int:
+            raise MemoryError("no room")
+
+        def finish(self) -> str | None:
+            return None
+
+    check._inflater = Broken()
+    outcome: list[Any] = []
+
+    def feed_all() -> None:
+        for piece in stored("zstd") * 5:  # more pieces than the queue holds: a dead thread would block here
+            check.feed(piece)
+        outcome.append(check.finish(len(SQL)))
+
+    feeder = threading.Thread(target=feed_all, daemon=True)
+    feeder.start()
+    feeder.join(timeout=30)
+    assert not feeder.is_alive(), "the feeder blocked on a round trip whose thread had died"
+    assert not outcome[0].ok and "MemoryError: no room" in outcome[0].detail
 
 
 def test_round_trip_abandoned_mid_stream_stops_its_thread() -> None:

@@ -141,5 +141,7 @@ class RoundTrip:
                 self._raw += self._inflater.feed(piece)
             except (ValueError, zstandard.ZstdError, zlib.error) as exc:
                 self._failure = str(exc)
+            except Exception as exc:  # anything else (out of memory): a failed check, and the thread goes on draining
+                self._failure = f"{type(exc).__name__}: {exc}"
         if self._failure is None:
             self._failure = self._inflater.finish()
