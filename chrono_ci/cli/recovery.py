@@ -31,7 +31,7 @@ from chrono_ci.errors import ExitCode
 from chrono_ci.jobs.backup import run_backup
 from chrono_ci.report.console import Reporter
 from chrono_ci.report.results import ListDocument, RestoreDocument, TestDocument
-from chrono_ci.verify.integrity import IntegrityReport, cheap_checks, check_archive, streams_its_proof
+from chrono_ci.verify.integrity import IntegrityReport, check_before_restore, streams_its_proof
 
 recovery_app = typer.Typer(
     help="List, test and restore backups (the guide's recovery:list, recovery:test, recovery:restore)."
@@ -139,19 +139,8 @@ def _test_archive(
     # With --restore and a record to prove it against, the restore's own stream is the full read: reading the
     # archive once before would double the work of a restore-verification.
     streamed = restore and streams_its_proof(archive.record)
-    if streamed and archive.record is not None:
-        report = cheap_checks(archive.path, archive.record, encrypted=archive.encrypted, decrypt=decrypt)
-        report.print(reporter, verdict=False)
-    else:
-        report = check_archive(
-            archive.path,
-            archive.compression,
-            archive.record,
-            encrypted=archive.encrypted,
-            decrypt=decrypt,
-            profile=archive.kind,
-        )
-        report.print(reporter)
+    report = check_before_restore(archive, decrypt, streamed=streamed)
+    report.print(reporter, verdict=not streamed)
     ok = report.ok
     proven: dict[str, Any] | None = None
     if restore and report.ok and (streamed or report.contents is not None):

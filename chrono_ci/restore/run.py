@@ -25,25 +25,12 @@ from chrono_ci.restore.plan import RestoreProfile, confirm, plan_restore, print_
 from chrono_ci.restore.replay import ArchiveRefused, Expected, replay_archive
 from chrono_ci.restore.session import SessionRules
 from chrono_ci.source.target import DatabaseTarget
-from chrono_ci.verify.integrity import (
-    DecryptorFactory,
-    IntegrityReport,
-    cheap_checks,
-    check_archive,
-    streams_its_proof,
-)
+from chrono_ci.verify.integrity import DecryptorFactory, IntegrityReport, check_before_restore, streams_its_proof
 
 
 def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
     """The full integrity test, a read of the whole archive, before anything is touched."""
-    report = check_archive(
-        archive.path,
-        archive.compression,
-        archive.record,
-        encrypted=archive.encrypted,
-        decrypt=decrypt,
-        profile=archive.kind,
-    )
+    report = check_before_restore(archive, decrypt, streamed=False)
     report.print(reporter, verdict=False)
     refused = next((c for c in report.failed() if c.name == "contents"), None)
     if refused is not None:
@@ -64,7 +51,7 @@ def integrity_first(archive: ArchiveFile, reporter: Reporter, decrypt: Decryptor
 def cheap_first(archive: ArchiveFile, reporter: Reporter, decrypt: DecryptorFactory | None) -> IntegrityReport:
     """The checks that cost no read of the archive; the rest is proven as it streams, before COMMIT."""
     assert archive.record is not None  # streams_its_proof
-    report = cheap_checks(archive.path, archive.record, encrypted=archive.encrypted, decrypt=decrypt)
+    report = check_before_restore(archive, decrypt, streamed=True)
     report.print(reporter, verdict=False)
     if not report.ok:
         raise VerificationFailed(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from chrono_ci.archive.locate import ArchiveFile
 from chrono_ci.archive.record import ArchiveRecord
 from chrono_ci.archive.vouching import Provenance
 from chrono_ci.config.options import Compression
@@ -34,6 +35,10 @@ class Check:
     name: str
     ok: bool | None  # None: could not be run (nothing recorded to compare with)
     detail: str
+
+
+# An encrypted archive checked with public keys only (recipients): its age layer cannot be opened here.
+_DECRYPTION_UNCHECKED = Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY to decrypt it with")
 
 
 @dataclass
@@ -166,9 +171,7 @@ def contents_checks(
     checks = [
         Check("decompression", True, f"{compression}: {contents.raw_bytes} bytes of SQL"),
         _checksum_check(contents.stored_sha256, sha256),
-        Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
-        if contents.trailer_seen
-        else Check("trailer", False, "the dump's closing line is missing: it was cut off"),
+        _trailer_check(contents.trailer_seen),
     ]
     if judged:
         checks.append(
@@ -177,11 +180,7 @@ def contents_checks(
             else Check("contents", False, f"refused: {contents.refusal.message()}")
         )
     if raw_size is not None:
-        checks.append(
-            Check("raw size", True, f"{contents.raw_bytes} bytes, as recorded")
-            if raw_size == contents.raw_bytes
-            else Check("raw size", False, f"{contents.raw_bytes} bytes of SQL, {raw_size} recorded")
-        )
+        checks.append(_raw_size_check(contents.raw_bytes, raw_size))
     if tables is not None:
         differ = sorted(
             name for name in set(tables) | set(contents.tables) if tables.get(name) != contents.tables.get(name)
@@ -209,21 +208,24 @@ def check_written(
     report = IntegrityReport(file=name)
     report.checks.append(Check("decompression", proof.ok, proof.detail))
     report.checks.append(stored)
-    report.checks.append(
-        Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
-        if trailer_seen
-        else Check("trailer", False, "the dump's closing line is missing: it was cut off")
-    )
-    raw = record.raw_size_bytes
-    if raw is not None:
-        report.checks.append(
-            Check("raw size", True, f"{proof.raw_bytes} bytes, as recorded")
-            if raw == proof.raw_bytes
-            else Check("raw size", False, f"{proof.raw_bytes} bytes of SQL, {raw} recorded")
-        )
+    report.checks.append(_trailer_check(trailer_seen))
+    if record.raw_size_bytes is not None:
+        report.checks.append(_raw_size_check(proof.raw_bytes, record.raw_size_bytes))
     if decryption_unchecked:
-        report.checks.append(Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY to decrypt it with"))
+        report.checks.append(_DECRYPTION_UNCHECKED)
     return report
+
+
+def _trailer_check(seen: bool) -> Check:
+    if seen:
+        return Check("trailer", True, "the dump ends with '-- PostgreSQL database dump complete'")
+    return Check("trailer", False, "the dump's closing line is missing: it was cut off")
+
+
+def _raw_size_check(actual: int, recorded: int) -> Check:
+    if actual == recorded:
+        return Check("raw size", True, f"{actual} bytes, as recorded")
+    return Check("raw size", False, f"{actual} bytes of SQL, {recorded} recorded")
 
 
 def reread_checksum(path: Path, record: ArchiveRecord) -> Check:
@@ -268,7 +270,7 @@ def _checksum_only(
     while chunk := counted.read(1 << 20):
         digest.update(chunk)
     report.checks.append(_checksum_check(digest.hexdigest(), record.sha256 if record else None))
-    report.checks.append(Check("decryption", None, "not checked: no BACKUP_ENCRYPTION_IDENTITY to decrypt it with"))
+    report.checks.append(_DECRYPTION_UNCHECKED)
     return report
 
 
@@ -298,6 +300,22 @@ def streams_its_proof(record: ArchiveRecord | None) -> bool:
         and record.size_bytes is not None
         and record.raw_size_bytes is not None
         and record.tables is not None
+    )
+
+
+def check_before_restore(archive: ArchiveFile, decrypt: DecryptorFactory | None, *, streamed: bool) -> IntegrityReport:
+    """The integrity test before a restore or a restore-verification touches anything: with `streamed` (the
+    record holds what the restore's own stream is proven against, streams_its_proof), only the cheap checks;
+    without, the full read."""
+    if streamed and archive.record is not None:
+        return cheap_checks(archive.path, archive.record, encrypted=archive.encrypted, decrypt=decrypt)
+    return check_archive(
+        archive.path,
+        archive.compression,
+        archive.record,
+        encrypted=archive.encrypted,
+        decrypt=decrypt,
+        profile=archive.kind,
     )
 
 
