@@ -142,21 +142,18 @@ def _faulty_compressor(real: Callable[..., Any]) -> Callable[..., Any]:
 
         def compress(self, data: bytes) -> bytes:
             out = self.inner.compress(data)
-            if len(out) > 64 and not self.damaged:
-                self.damaged = True
-                broken = bytearray(out)
-                broken[len(broken) // 2] ^= 0x01
-                return bytes(broken)
-            return out
+            return self._damage(out) if len(out) > 64 else out
 
         def flush(self) -> bytes:
-            out = self.inner.flush()
-            if not self.damaged:
-                self.damaged = True
-                broken = bytearray(out)
-                broken[len(broken) // 2] ^= 0x01
-                return bytes(broken)
-            return out
+            return self._damage(self.inner.flush())
+
+        def _damage(self, out: bytes) -> bytes:
+            if self.damaged:
+                return out
+            self.damaged = True
+            broken = bytearray(out)
+            broken[len(broken) // 2] ^= 0x01
+            return bytes(broken)
 
     return lambda *args, **kwargs: Damaging(real(*args, **kwargs))
 

@@ -25,7 +25,8 @@ class DumpSource(Protocol):
 
     def wait(self) -> int: ...
 
-    def kill(self) -> None: ...
+    def kill(self) -> None:
+        """Stop it, and wait until its processes are gone."""
 
     def stderr_text(self) -> str: ...
 

@@ -9,7 +9,6 @@ killed before a byte of it is read, and only the time it had is lost.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +40,10 @@ def start_dump(profile: Profile, target: DatabaseTarget, pg_bin_dir: Path | None
         Interrupted.raise_if_requested()
     except BaseException:
         if early is not None:
-            _discard(early)
+            early.kill()  # and reaped: every DumpSource's kill waits for its processes
         raise
     if early is not None and tools.bin_dir == found[0].bin_dir:
         return StartedDump(early, server, tools)
     if early is not None:
-        _discard(early)
+        early.kill()
     return StartedDump(profile.open_dump(tools, target), server, tools)
-
-
-def _discard(dump: DumpSource) -> None:
-    dump.kill()
-    with contextlib.suppress(OSError):
-        dump.wait()
